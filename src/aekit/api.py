@@ -1,0 +1,111 @@
+"""The Python face: ``aekit.train(...)`` and ``aekit.load(run_dir)``."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from . import runs
+from .config import DataConfig, ModelConfig, RunConfig, TrainConfig
+from .errors import AekitError
+
+_MODEL_FIELDS = {f.name for f in dataclasses.fields(ModelConfig)} - {"kind"}
+_DATA_FIELDS = {f.name for f in dataclasses.fields(DataConfig)} - {"name", "seed"}
+_TRAIN_FIELDS = {f.name for f in dataclasses.fields(TrainConfig)}
+
+
+def build_config(model: str = "vae", data: str = "digits", base: dict | None = None, **settings: Any) -> RunConfig:
+    """A RunConfig from flat keyword settings (each goes to the section that has it).
+
+    ``seed`` is the training seed; ``data_seed`` fixes the split. ``base`` is a nested dict
+    (a config file's content) that the keyword settings override.
+    """
+    sections: dict[str, dict[str, Any]] = {k: dict((base or {}).get(k, {})) for k in ("model", "data", "train")}
+    sections["model"]["kind"] = model
+    sections["data"]["name"] = data
+    for key, value in settings.items():
+        if value is None:
+            continue
+        if key == "data_seed":
+            sections["data"]["seed"] = value
+        elif key in _TRAIN_FIELDS:
+            sections["train"][key] = value
+        elif key in _MODEL_FIELDS:
+            sections["model"][key] = value
+        elif key in _DATA_FIELDS:
+            sections["data"][key] = value
+        else:
+            valid = sorted(_MODEL_FIELDS | _DATA_FIELDS | _TRAIN_FIELDS | {"data_seed"})
+            raise AekitError(f"unknown setting '{key}'; valid settings: {', '.join(valid)}")
+    return RunConfig.from_dict(sections)
+
+
+def train(model: str = "vae", data: str = "digits", out: str | Path | None = None, **settings: Any):
+    """Train ``model`` on ``data`` into the run folder ``out``; returns the trained model.
+
+    Example: ``aekit.train("vae", "digits", out="runs/vae", latent_dim=2, epochs=30, beta=1.0)``.
+    Settings are any field of ModelConfig, DataConfig or TrainConfig (see ``aekit train --help``).
+    """
+    from .train import check_names, fit
+
+    cfg = build_config(model, data, **settings)
+    check_names(cfg)
+    out = Path(out) if out is not None else default_run_dir(cfg)
+    if (out / runs.CONFIG).exists():
+        raise AekitError(f"{out} already holds a run; resume it with aekit train --resume {out} or choose another out")
+    trained = fit(cfg, out)
+    return _attach(trained.eval(), runs.load_config(out), out)
+
+
+def resume(run_dir: str | Path, epochs: int | None = None, steps: int | None = None):
+    """Continue an interrupted (or finished) run to its configured total, or to new totals."""
+    from .train import fit
+
+    run_dir = Path(run_dir)
+    cfg = runs.load_config(run_dir)
+    changes = {k: v for k, v in (("epochs", epochs), ("steps", steps)) if v is not None}
+    if changes:
+        cfg = cfg.replace(train=dataclasses.replace(cfg.train, **changes))
+        runs.save_config(run_dir, cfg)
+    trained = fit(cfg, run_dir, resume=True)
+    return _attach(trained.eval(), cfg, run_dir)
+
+
+def default_run_dir(cfg: RunConfig) -> Path:
+    stem = f"{cfg.model.kind}-{Path(cfg.data.name).stem}"
+    out = Path("runs") / stem
+    i = 2
+    while out.exists():
+        out, i = Path("runs") / f"{stem}-{i}", i + 1
+    return out
+
+
+def load(run_dir: str | Path, which: str = "best", device: str | torch.device = "cpu"):
+    """The trained model of a run folder, in eval mode, with ``.config`` and ``.run_dir`` attached.
+
+    ``which``: "best" (lowest validation loss) or "last" (the last checkpoint).
+    """
+    from .models import build_model
+
+    run_dir = Path(run_dir)
+    cfg = runs.load_config(run_dir)
+    if cfg.shape is None:
+        raise AekitError(f"{run_dir}/config.json lacks the data shape; the run never started training")
+    files = {"best": runs.BEST, "last": runs.LAST}
+    if which not in files:
+        raise AekitError(f"which must be 'best' or 'last', got '{which}'")
+    path = run_dir / files[which]
+    if which == "best" and not path.exists():
+        path = run_dir / runs.LAST
+    model = build_model(cfg.model, cfg.shape)
+    runs.load_weights(path, model)
+    return _attach(model.to(device).eval(), cfg, run_dir)
+
+
+def _attach(model, cfg: RunConfig, run_dir: Path):
+    model.config = cfg
+    model.run_dir = Path(run_dir)
+    return model

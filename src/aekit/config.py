@@ -1,0 +1,161 @@
+"""Run configuration: frozen dataclasses, validated once, saved as ``config.json`` in every run.
+
+``RunConfig`` holds everything needed to rebuild a model and continue its training:
+what data, which model, how it is trained, and the shape of the data the model was built for.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from .errors import AekitError, unknown_choice
+
+
+def _check(cond: bool, msg: str) -> None:
+    if not cond:
+        raise AekitError(msg)
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    name: str = "digits"            # registered data set, or a path to .npy/.npz/.csv
+    data_dir: str | None = None     # folder with the raw files (mnist IDX); None: $AEKIT_DATA_DIR or the cache
+    binarize: str = "none"          # none | dynamic (resampled each epoch) | static (fixed seed)
+    val_fraction: float = 0.1       # share of the training set held out for validation
+    labels: str | None = None       # optional label file for user data
+    seed: int = 0                   # fixes the split and static binarization
+
+    def __post_init__(self):
+        _check(0 < self.val_fraction < 1, f"val_fraction must be in (0, 1), got {self.val_fraction}")
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    kind: str = "vae"                       # ae | vae | cvae | iwae (see `aekit list`)
+    latent_dim: int = 16                    # J, the size of z
+    hidden_dims: tuple[int, ...] = (400, 200)  # MLP widths, encoder order (the decoder mirrors them)
+    activation: str = "relu"
+    body: str = "mlp"                       # mlp | conv (images only)
+    likelihood: str = "bernoulli"           # decoder p(x|z), see `aekit list`
+    sigma: float = 1.0                      # σ of the fixed-σ Gaussian likelihood
+    prior: str = "normal"                   # p(z)
+    beta: float = 1.0                       # weight on the KL term (β-VAE when ≠ 1)
+    kl_schedule: str = "constant"           # constant | linear (warm-up) | cyclical
+    warmup_steps: int = 1000                # steps of the linear warm-up
+    cycle_steps: int = 2000                 # steps per cycle of the cyclical schedule
+    free_bits: float = 0.0                  # λ nats per latent dimension on the batch-average KL
+    mc_samples: int = 1                     # L, Monte Carlo samples of z per example in the ELBO
+    iw_samples: int = 5                     # k of the importance-weighted training bound (iwae)
+
+    def __post_init__(self):
+        object.__setattr__(self, "hidden_dims", tuple(int(h) for h in self.hidden_dims))
+        _check(self.latent_dim >= 1, f"latent_dim must be >= 1, got {self.latent_dim}")
+        _check(all(h >= 1 for h in self.hidden_dims), f"hidden_dims must be positive, got {self.hidden_dims}")
+        _check(self.beta >= 0, f"beta must be >= 0, got {self.beta}")
+        _check(self.free_bits >= 0, f"free_bits must be >= 0, got {self.free_bits}")
+        _check(self.mc_samples >= 1, f"mc_samples must be >= 1, got {self.mc_samples}")
+        _check(self.iw_samples >= 1, f"iw_samples must be >= 1, got {self.iw_samples}")
+        _check(self.sigma > 0, f"sigma must be > 0, got {self.sigma}")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    epochs: int = 20                 # total epochs (ignored when steps is set)
+    steps: int | None = None         # total optimizer steps instead of epochs
+    batch_size: int = 128            # global batch (split across processes under torchrun)
+    lr: float = 1e-3                 # Adam learning rate
+    betas: tuple[float, float] = (0.9, 0.999)
+    eps: float = 1e-8
+    weight_decay: float = 0.0
+    lr_schedule: str = "none"        # none | cosine (to 0 over the run) | step (×0.1 at 50% and 75%)
+    grad_clip: float | None = None   # max global gradient norm; None: no clipping
+    patience: int | None = None      # early stopping: epochs without validation improvement
+    seed: int = 0                    # initialization, shuffling, sampling
+    device: str = "auto"             # auto (cuda when present) | cpu | cuda | cuda:N
+    amp: bool = False                # bfloat16 autocast on GPU
+    figures: str = "epoch"           # when to draw figures: epoch | end | none
+    progress: bool = True            # progress bars
+
+    LR_SCHEDULES = ("none", "cosine", "step")
+    FIGURES = ("epoch", "end", "none")
+
+    def __post_init__(self):
+        object.__setattr__(self, "betas", tuple(float(b) for b in self.betas))
+        _check(self.epochs >= 1, f"epochs must be >= 1, got {self.epochs}")
+        _check(self.steps is None or self.steps >= 1, f"steps must be >= 1, got {self.steps}")
+        _check(self.batch_size >= 1, f"batch_size must be >= 1, got {self.batch_size}")
+        _check(self.lr > 0, f"lr must be > 0, got {self.lr}")
+        _check(self.grad_clip is None or self.grad_clip > 0, f"grad_clip must be > 0, got {self.grad_clip}")
+        _check(self.patience is None or self.patience >= 1, f"patience must be >= 1, got {self.patience}")
+        if self.lr_schedule not in self.LR_SCHEDULES:
+            raise unknown_choice("lr schedule", self.lr_schedule, self.LR_SCHEDULES)
+        if self.figures not in self.FIGURES:
+            raise unknown_choice("figures setting", self.figures, self.FIGURES)
+
+
+@dataclass(frozen=True)
+class DataShape:
+    """What the model was built for; filled from the data at the start of training."""
+
+    data_dim: int
+    image_shape: tuple[int, int, int] | None = None
+    num_classes: int | None = None
+
+    def __post_init__(self):
+        if self.image_shape is not None:
+            object.__setattr__(self, "image_shape", tuple(int(s) for s in self.image_shape))
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    shape: DataShape | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "RunConfig":
+        try:
+            shape = d.get("shape")
+            return cls(
+                model=_build(ModelConfig, d.get("model", {}), "model"),
+                data=_build(DataConfig, d.get("data", {}), "data"),
+                train=_build(TrainConfig, d.get("train", {}), "train"),
+                shape=_build(DataShape, shape, "shape") if shape else None,
+            )
+        except TypeError as e:
+            raise AekitError(f"config does not fit aekit's settings: {e}") from None
+
+    def replace(self, **sections) -> "RunConfig":
+        return dataclasses.replace(self, **sections)
+
+
+def _build(cls, values: dict[str, Any], section: str):
+    if not isinstance(values, dict):
+        raise AekitError(f"config section '{section}' must be an object")
+    known = {f.name for f in fields(cls)}
+    unknown = set(values) - known
+    if unknown:
+        raise AekitError(f"unknown setting(s) {sorted(unknown)} in config section '{section}'; valid: {sorted(known)}")
+    return cls(**values)
+
+
+def read_config_file(path: str | Path) -> dict[str, Any]:
+    """A user config file: JSON with optional sections model / data / train."""
+    path = Path(path)
+    if not path.is_file():
+        raise AekitError(f"config file {path} not found")
+    try:
+        d = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise AekitError(f"config file {path} is not valid JSON ({e})") from None
+    if not isinstance(d, dict):
+        raise AekitError(f"config file {path} must hold a JSON object with sections model / data / train")
+    return d

@@ -1,0 +1,110 @@
+"""Decoder likelihood heads: raw decoder output → p(x|z) as a torch distribution.
+
+Every model's reconstruction term is ``-px.log_prob(x)`` (nats per example, summed over the
+D data dimensions by ``Independent``); the choice of likelihood is this object, never an
+``if loss == "mse"`` branch in a model. ``params_per_dim`` tells the decoder body how many raw
+outputs to produce per data dimension (parameter-major layout: all locs, then all scales).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.distributions import Bernoulli, ContinuousBernoulli, Distribution, Independent, Normal
+
+from .errors import AekitError
+
+
+class BernoulliLikelihood(nn.Module):
+    """p(x|z) = ∏_d Bern(x_d; σ(logits_d)); −log p is the binary cross-entropy. Needs x ∈ [0, 1]."""
+
+    params_per_dim = 1
+    data_range = (0.0, 1.0)
+
+    def forward(self, out: torch.Tensor) -> Distribution:
+        # validate_args=False: grey-level targets in [0, 1] are the usual practice on MNIST
+        # (the pytorch/examples VAE), and log_prob's cross-entropy form is valid for them.
+        return Independent(Bernoulli(logits=out, validate_args=False), 1)
+
+
+class FixedGaussianLikelihood(nn.Module):
+    """p(x|z) = N(x; μ(z), σ² I) with fixed σ: −log p = ‖x − μ‖² / (2σ²) + (D/2) log(2πσ²)."""
+
+    params_per_dim = 1
+    data_range = None
+
+    def __init__(self, sigma: float = 1.0):
+        super().__init__()
+        if not sigma > 0:
+            raise AekitError(f"sigma must be > 0, got {sigma}")
+        self.sigma = float(sigma)
+
+    def forward(self, out: torch.Tensor) -> Distribution:
+        return Independent(Normal(out, torch.full_like(out, self.sigma)), 1)
+
+
+class LearnedGaussianLikelihood(nn.Module):
+    """p(x|z) = N(x; μ(z), diag σ(z)²), σ = softplus(raw) + min_scale.
+
+    A learned variance can shrink without bound on pixels that never vary (MNIST borders), making
+    log p → ∞; the floor ``min_scale`` caps the density at 1/(min_scale·√2π) per dimension.
+    """
+
+    params_per_dim = 2
+    data_range = None
+    min_scale = 1e-3
+
+    def forward(self, out: torch.Tensor) -> Distribution:
+        loc, raw_scale = out.chunk(2, dim=-1)  # each (..., D)
+        return Independent(Normal(loc, F.softplus(raw_scale) + self.min_scale), 1)
+
+
+class ContinuousBernoulliLikelihood(nn.Module):
+    """p(x|z) = ∏_d CB(x_d; λ_d), the normalized continuous Bernoulli (Loaiza-Ganem & Cunningham 2019)."""
+
+    params_per_dim = 1
+    data_range = (0.0, 1.0)
+
+    def forward(self, out: torch.Tensor) -> Distribution:
+        return Independent(ContinuousBernoulli(logits=out, validate_args=False), 1)
+
+
+LIKELIHOODS = {
+    "bernoulli": BernoulliLikelihood,
+    "gaussian": FixedGaussianLikelihood,
+    "gaussian-learned": LearnedGaussianLikelihood,
+    "continuous-bernoulli": ContinuousBernoulliLikelihood,
+}
+LIKELIHOOD_HELP = {
+    "bernoulli": "Bernoulli from logits (binary cross-entropy); data in [0, 1]",
+    "gaussian": "Gaussian with fixed sigma (--sigma; squared error)",
+    "gaussian-learned": "Gaussian with a learned per-dimension sigma (floored at 1e-3)",
+    "continuous-bernoulli": "continuous Bernoulli, normalized for data in [0, 1]",
+}
+
+
+def build_likelihood(name: str, sigma: float = 1.0) -> nn.Module:
+    from .errors import unknown_choice
+
+    if name not in LIKELIHOODS:
+        raise unknown_choice("likelihood", name, LIKELIHOODS)
+    return LIKELIHOODS[name](sigma) if name == "gaussian" else LIKELIHOODS[name]()
+
+
+def check_data_range(name: str, x: torch.Tensor, what: str = "the data") -> None:
+    """A likelihood with support [0, 1] refuses data outside it (one clear line)."""
+    lo_hi = LIKELIHOODS[name].data_range
+    if lo_hi is None:
+        return
+    lo, hi = float(x.min()), float(x.max())
+    if lo < lo_hi[0] or hi > lo_hi[1]:
+        raise AekitError(
+            f"the {name} likelihood needs values in [0, 1], but {what} spans [{lo:.3g}, {hi:.3g}]; "
+            f"rescale the data or use --likelihood gaussian"
+        )
+
+
+LOG_2 = math.log(2.0)

@@ -1,0 +1,201 @@
+"""The autoencoder and the VAE family: ae, vae (β, KL schedules, free bits), cvae, iwae.
+
+All four are one composition — encoder, latent, decoder likelihood, prior, objective — and differ
+only in which parts they are given:
+
+* ``ae``   point latent, no prior;   loss  −log p(x | z = f(x)).
+* ``vae``  Gaussian q(z|x), N(0, I);  loss  −E_q[log p(x|z)] + β_t·KL(q ‖ p)  (L samples, free bits).
+* ``cvae`` the vae with a one-hot label y fed to encoder and decoder: q(z|x,y), p(x|z,y), p(z).
+* ``iwae`` the vae trained on −L_k, the k-sample importance-weighted bound (Burda et al. 2016).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.distributions import Distribution
+
+from ..config import DataShape, ModelConfig
+from ..errors import AekitError
+from ..objectives import KLSchedule, free_bits, kl_per_dimension, kl_term, log_mean_exp
+from ..priors import PRIORS
+from .parts import Decoder, Encoder, LossOutput, build_decoder, build_encoder
+
+# Elements of decoder output per chunk when estimating log p(x) with many samples: bounds memory
+# (2^24 float32 ≈ 64 MB) whatever k and the batch size are.
+_LOGLIK_CHUNK_ELEMENTS = 1 << 24
+
+
+class _Conditioning(nn.Module):
+    """Turns labels into the one-hot vector the conditional models feed their networks."""
+
+    def __init__(self, num_classes: int | None):
+        super().__init__()
+        self.num_classes = num_classes
+
+    def cond(self, y: torch.Tensor | None) -> torch.Tensor | None:
+        if self.num_classes is None:
+            return None
+        if y is None:
+            raise AekitError("this conditional model needs labels y (e.g. --label for sampling)")
+        return F.one_hot(y.long(), self.num_classes).float()
+
+
+class Autoencoder(_Conditioning):
+    """Deterministic autoencoder: z = f(x), p(x|z) a likelihood head; loss = −log p(x|z) per example."""
+
+    has_likelihood = False
+    selection_metric = "reconstruction"  # validation figure that picks the best weights
+
+    def __init__(self, encoder: Encoder, decoder: Decoder, num_classes: int | None = None):
+        super().__init__(num_classes)
+        self.encoder, self.decoder = encoder, decoder
+
+    def encode(self, x, y=None) -> torch.Tensor:
+        return self.encoder(x, self.cond(y))
+
+    def decode(self, z, y=None) -> Distribution:
+        return self.decoder(z, self.cond(y))
+
+    def embed(self, x, y=None) -> torch.Tensor:
+        return self.encode(x, y)
+
+    def reconstruct(self, x, y=None) -> torch.Tensor:
+        return self.decode(self.encode(x, y), y).mean
+
+    def loss(self, x, y=None, step: int = 0) -> LossOutput:
+        rec = -self.decode(self.encode(x, y), y).log_prob(x)  # (B,)
+        return LossOutput(rec, {"reconstruction": rec})
+
+    def evaluation_terms(self, x, y=None) -> dict[str, torch.Tensor]:
+        return {"reconstruction": self.loss(x, y).total}
+
+    def sample(self, n: int, y=None) -> torch.Tensor:
+        raise AekitError("a plain autoencoder has no prior p(z) to sample from; train a vae to generate")
+
+    def log_likelihood(self, x, y=None, num_samples: int = 1000) -> torch.Tensor:
+        raise AekitError("a plain autoencoder defines no likelihood p(x); train a vae for log-likelihoods")
+
+    def forward(self, x, y=None, step: int = 0) -> LossOutput:
+        # DistributedDataParallel synchronizes gradients of what forward computes: the loss.
+        return self.loss(x, y, step)
+
+
+class VAE(Autoencoder):
+    """Variational autoencoder: q(z|x) Gaussian, p(z) a prior, p(x|z) a likelihood head.
+
+    ``objective="elbo"``: per-example loss −(1/L) Σ_l log p(x|z_l) + β_t·KL(q(z|x) ‖ p(z)), the KL in
+    closed form (Monte Carlo where none exists), with free bits λ when λ > 0.
+    ``objective="iwae"``: per-example loss −L_k(x) (see ``log_weights``).
+    """
+
+    has_likelihood = True
+    selection_metric = "neg_elbo"
+
+    def __init__(self, encoder: Encoder, decoder: Decoder, prior: nn.Module, *, objective: str = "elbo",
+                 kl_schedule: KLSchedule = KLSchedule(), free_bits: float = 0.0, mc_samples: int = 1,
+                 iw_samples: int = 5, num_classes: int | None = None):
+        super().__init__(encoder, decoder, num_classes)
+        self.prior_module = prior
+        self.objective = objective
+        self.kl_schedule = kl_schedule
+        self.free_bits = free_bits
+        self.mc_samples = mc_samples
+        self.iw_samples = iw_samples
+
+    def prior(self) -> Distribution:
+        return self.prior_module()
+
+    def encode(self, x, y=None) -> Distribution:
+        return self.encoder(x, self.cond(y))
+
+    def embed(self, x, y=None) -> torch.Tensor:
+        return self.encode(x, y).mean  # posterior means
+
+    def reconstruct(self, x, y=None) -> torch.Tensor:
+        return self.decode(self.encode(x, y).mean, y).mean
+
+    def elbo_terms(self, x, y=None, num_samples: int = 1):
+        """Reconstruction −E_q[log p(x|z)] (B,), KL (B,), and q(z|x); the ELBO is −(rec + KL)."""
+        qz = self.encode(x, y)
+        z = qz.rsample((num_samples,))  # (L, B, J)
+        rec = -self.decode(z, y).log_prob(x).mean(0)  # (B,)
+        return rec, kl_term(qz, self.prior(), z), qz
+
+    def log_weights(self, x, y=None, num_samples: int = 1) -> torch.Tensor:
+        """log w_i = log p(x|z_i) + log p(z_i) − log q(z_i|x), z_i ~ q(z|x): shape (k, B)."""
+        qz = self.encode(x, y)
+        z = qz.rsample((num_samples,))  # (k, B, J)
+        return self.decode(z, y).log_prob(x) + self.prior().log_prob(z) - qz.log_prob(z)
+
+    def loss(self, x, y=None, step: int = 0) -> LossOutput:
+        if self.objective == "iwae":
+            log_w = self.log_weights(x, y, self.iw_samples)  # (k, B)
+            bound = log_mean_exp(log_w, 0)
+            return LossOutput(-bound, {"iw_bound": bound, "elbo": log_w.mean(0)})
+        rec, kl, qz = self.elbo_terms(x, y, self.mc_samples)
+        kl_penalty = free_bits(kl_per_dimension(qz, self.prior()), self.free_bits) if self.free_bits > 0 else kl
+        beta = self.kl_schedule(step)
+        return LossOutput(rec + beta * kl_penalty, {"reconstruction": rec, "kl": kl})
+
+    def evaluation_terms(self, x, y=None) -> dict[str, torch.Tensor]:
+        """The true ELBO's parts (β = 1, no free bits), per example."""
+        rec, kl, _ = self.elbo_terms(x, y, 1)
+        return {"reconstruction": rec, "kl": kl, "neg_elbo": rec + kl}
+
+    @torch.no_grad()
+    def log_likelihood(self, x, y=None, num_samples: int = 1000) -> torch.Tensor:
+        """Importance-sampled log p(x) ≈ log (1/k) Σ_i p(x, z_i)/q(z_i|x) with k = num_samples, (B,).
+
+        Samples are drawn in chunks that bound memory; chunks are merged with logsumexp, so the result
+        equals the one-shot estimate and never overflows.
+        """
+        chunk = max(1, _LOGLIK_CHUNK_ELEMENTS // max(1, x.shape[0] * x.shape[-1]))
+        running = torch.full((x.shape[0],), -math.inf, device=x.device, dtype=torch.float64)
+        done = 0
+        while done < num_samples:
+            k = min(chunk, num_samples - done)
+            log_w = self.log_weights(x, y, k).double()  # (k, B)
+            running = torch.logaddexp(running, torch.logsumexp(log_w, 0))
+            done += k
+        return (running - math.log(num_samples)).float()
+
+    @torch.no_grad()
+    def sample(self, n: int, y=None) -> torch.Tensor:
+        """x ~ p(x|z), z ~ p(z), shown as the decoder mean (n, D); y (n,) labels for a cvae."""
+        z = self.prior().sample((n,))  # (n, J)
+        return self.decode(z, y).mean
+
+
+def _build_ae(cfg: ModelConfig, shape: DataShape) -> Autoencoder:
+    return Autoencoder(build_encoder(cfg, shape, "point"), build_decoder(cfg, shape))
+
+
+def _build_vae(cfg: ModelConfig, shape: DataShape, *, objective="elbo", conditional=False) -> VAE:
+    num_classes = shape.num_classes if conditional else None
+    if conditional and not num_classes:
+        raise AekitError("cvae needs labels, but this data set has none; pass --labels FILE or choose labelled data")
+    cond_dim = num_classes or 0
+    schedule = KLSchedule(cfg.kl_schedule, cfg.beta, cfg.warmup_steps, cfg.cycle_steps)
+    return VAE(
+        build_encoder(cfg, shape, "gaussian", cond_dim), build_decoder(cfg, shape, cond_dim),
+        PRIORS[cfg.prior](cfg.latent_dim), objective=objective, kl_schedule=schedule,
+        free_bits=cfg.free_bits, mc_samples=cfg.mc_samples, iw_samples=cfg.iw_samples, num_classes=num_classes,
+    )
+
+
+MODEL_BUILDERS = {
+    "ae": _build_ae,
+    "vae": _build_vae,
+    "cvae": lambda cfg, shape: _build_vae(cfg, shape, conditional=True),
+    "iwae": lambda cfg, shape: _build_vae(cfg, shape, objective="iwae"),
+}
+MODEL_HELP = {
+    "ae": "deterministic autoencoder, loss -log p(x|z)",
+    "vae": "variational autoencoder (beta, KL warm-up / cyclical, free bits, L samples)",
+    "cvae": "conditional VAE: one-hot label into encoder and decoder",
+    "iwae": "importance-weighted autoencoder (k-sample bound as objective)",
+}

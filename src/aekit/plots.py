@@ -1,0 +1,174 @@
+"""Figures: sample grids, reconstructions beside inputs, latent maps, the decoded manifold,
+interpolations and training curves. Written as PNG with matplotlib's Agg backend (no display).
+
+Every figure is drawn under ``fork_rng`` with a fixed seed: the same prior draws are shown each
+epoch (so the figures of successive epochs are comparable) and training's RNG stream is untouched.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+
+from .runs import atomic_write  # noqa: E402
+
+FIGURE_SEED = 2024
+
+
+def _save(fig, path: Path) -> None:
+    atomic_write(Path(path), lambda f: fig.savefig(f, format="png", dpi=110, bbox_inches="tight"))
+    plt.close(fig)
+
+
+def tile(images: np.ndarray, nrow: int) -> np.ndarray:
+    """(N, C, H, W) → one (rows·(H+1)−1, nrow·(W+1)−1[, C]) mosaic with 1-pixel gaps."""
+    n, c, h, w = images.shape
+    rows = math.ceil(n / nrow)
+    canvas = np.ones((rows * (h + 1) - 1, nrow * (w + 1) - 1, c), dtype=np.float32)
+    for i in range(n):
+        r, k = divmod(i, nrow)
+        canvas[r * (h + 1):r * (h + 1) + h, k * (w + 1):k * (w + 1) + w] = images[i].transpose(1, 2, 0)
+    return canvas[..., 0] if c == 1 else canvas
+
+
+def save_image_grid(x: torch.Tensor, image_shape, path: Path, nrow: int = 8, title: str | None = None) -> None:
+    """Rows of ``x`` (N, D) shown as images of ``image_shape`` in a grid, clipped to [0, 1]."""
+    images = x.detach().float().cpu().clamp(0, 1).reshape(-1, *image_shape).numpy()
+    grid = tile(images, nrow)
+    fig, ax = plt.subplots(figsize=(grid.shape[1] / 25 + 1, grid.shape[0] / 25 + 1))
+    ax.imshow(grid, cmap="gray" if grid.ndim == 2 else None, vmin=0, vmax=1, interpolation="nearest")
+    ax.axis("off")
+    if title:
+        ax.set_title(title)
+    _save(fig, path)
+
+
+def _project_2d(points: np.ndarray, basis: np.ndarray | None = None):
+    """First two principal axes (or the points themselves when already 2-D)."""
+    if points.shape[1] <= 2:
+        return points if points.shape[1] == 2 else np.c_[points, np.zeros(len(points))], None
+    if basis is None:
+        centred = points - points.mean(0)
+        _, _, vt = np.linalg.svd(centred, full_matrices=False)
+        basis = (points.mean(0), vt[:2].T)
+    mean, axes = basis
+    return (points - mean) @ axes, basis
+
+
+def save_point_comparison(data: torch.Tensor, other: torch.Tensor, path: Path, label: str) -> None:
+    """Vector data: the data and generated/reconstructed points, in the data's first two PCs."""
+    d, basis = _project_2d(data.detach().cpu().numpy())
+    o, _ = _project_2d(other.detach().cpu().numpy(), basis)
+    fig, ax = plt.subplots(figsize=(5, 5))
+    ax.scatter(d[:, 0], d[:, 1], s=3, alpha=0.4, label="data")
+    ax.scatter(o[:, 0], o[:, 1], s=3, alpha=0.6, label=label)
+    ax.legend(markerscale=4)
+    ax.set_aspect("equal", "datalim")
+    _save(fig, path)
+
+
+def save_latent_scatter(z: np.ndarray, labels: np.ndarray | None, path: Path) -> None:
+    """Posterior means in 2-D (PCA of the means when latent_dim > 2), coloured by label."""
+    points, _ = _project_2d(z)
+    fig, ax = plt.subplots(figsize=(5.5, 5))
+    sc = ax.scatter(points[:, 0], points[:, 1], c=labels, s=4, cmap="tab10" if labels is not None else None, alpha=0.7)
+    if labels is not None:
+        fig.colorbar(sc, ax=ax, label="label")
+    axis = "z" if z.shape[1] <= 2 else "PC of z"
+    ax.set_xlabel(f"{axis} 1")
+    ax.set_ylabel(f"{axis} 2")
+    ax.set_title("latent means (test set)")
+    _save(fig, path)
+
+
+def save_curves(history: list[dict], path: Path) -> None:
+    """Training curves: the objective, and its reconstruction and KL terms in their own panels."""
+    if not history:
+        return
+    steps = [h["step"] for h in history]
+    panels = [("loss", "objective"), ("reconstruction", "reconstruction"), ("kl", "KL")]
+    panels = [(k, t) for k, t in panels if any(f"train/{k}" in h or f"val/{k}" in h for h in history)]
+    fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 3.4), squeeze=False)
+    for ax, (key, title) in zip(axes[0], panels):
+        for split, style in (("train", "-"), ("val", "--")):
+            name = f"{split}/{key}"
+            values = [h.get(name) for h in history]
+            if any(v is not None for v in values):
+                ax.plot(steps, values, style, marker=".", label=split)
+        ax.set_title(f"{title} (nats / example)")
+        ax.set_xlabel("step")
+        ax.legend()
+    fig.tight_layout()
+    _save(fig, path)
+
+
+@torch.no_grad()
+def decoded_manifold(model, n: int = 15) -> torch.Tensor:
+    """For a 2-D latent: decoder means on an n×n grid of z at Gaussian quantiles (Kingma & Welling, fig. 4)."""
+    q = torch.linspace(0.05, 0.95, n)
+    coords = torch.distributions.Normal(0.0, 1.0).icdf(q)
+    zz = torch.stack(torch.meshgrid(coords.flip(0), coords, indexing="ij"), -1).reshape(-1, 2)  # (n², 2)
+    device = next(model.parameters()).device
+    y = None
+    if model.num_classes:
+        y = torch.zeros(len(zz), dtype=torch.long, device=device)
+    return model.decode(zz[:, [1, 0]].to(device), y).mean
+
+
+@torch.no_grad()
+def interpolate(model, x_a: torch.Tensor, x_b: torch.Tensor, steps: int = 10, y_a=None, y_b=None) -> torch.Tensor:
+    """Decoder means along the straight line between the codes of x_a and x_b: (pairs·steps, D)."""
+    z_a, z_b = model.embed(x_a, y_a), model.embed(x_b, y_b)  # (P, J)
+    t = torch.linspace(0, 1, steps, device=z_a.device)[None, :, None]  # (1, S, 1)
+    z = (1 - t) * z_a[:, None] + t * z_b[:, None]  # (P, S, J)
+    y = None if y_a is None else y_a[:, None].expand(-1, steps).reshape(-1)
+    return model.decode(z.reshape(-1, z.shape[-1]), y).mean
+
+
+@torch.no_grad()
+def draw_run_figures(model, splits, out: Path, history: list[dict], n: int = 64) -> None:
+    """The figures a run folder gets each epoch: samples, reconstructions, latent map, manifold, curves."""
+    out = Path(out)
+    was_training = model.training
+    model.eval()
+    test = splits.test
+    device = test.x.device
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        torch.manual_seed(FIGURE_SEED)
+        x, y = test.x[:n], None if test.y is None else test.y[:n]
+        recon = model.reconstruct(x, y)
+        samples = None
+        if model.has_likelihood:
+            labels = None
+            if model.num_classes:
+                labels = torch.arange(n, device=device) % model.num_classes
+            samples = model.sample(n, labels)
+        if test.image_shape is not None:
+            half = x[:32]
+            pairs = torch.stack([half, recon[:32]], 1).reshape(-1, x.shape[1])  # input, reconstruction, ...
+            save_image_grid(pairs, test.image_shape, out / "reconstructions.png", nrow=16,
+                            title="test inputs (left) beside reconstructions (right)")
+            if samples is not None:
+                nrow = model.num_classes if model.num_classes else 8
+                save_image_grid(samples, test.image_shape, out / "samples.png", nrow=nrow, title="samples from the prior")
+            latent_dim = model.embed(x[:1], None if y is None else y[:1]).shape[-1]
+            if latent_dim == 2 and model.has_likelihood:
+                save_image_grid(decoded_manifold(model), test.image_shape, out / "manifold.png", nrow=15,
+                                title="decoded latent grid")
+        else:
+            save_point_comparison(test.x[:2000], model.reconstruct(test.x[:2000], None if test.y is None else test.y[:2000]),
+                                  out / "reconstructions.png", "reconstructions")
+            if samples is not None:
+                save_point_comparison(test.x[:2000], model.sample(2000, None), out / "samples.png", "samples")
+        limit = 5000
+        z = model.embed(test.x[:limit], None if test.y is None else test.y[:limit]).float().cpu().numpy()
+        save_latent_scatter(z, None if test.y is None else test.y[:limit].cpu().numpy(), out / "latent.png")
+    save_curves(history, out / "curves.png")
+    model.train(was_training)
