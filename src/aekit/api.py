@@ -49,7 +49,7 @@ def train(model: str = "vae", data: str = "digits", out: str | Path | None = Non
     Example: ``aekit.train("vae", "digits", out="runs/vae", latent_dim=2, epochs=30, beta=1.0)``.
     Settings are any field of ModelConfig, DataConfig or TrainConfig (see ``aekit train --help``).
     """
-    from .train import check_names, fit
+    from .trainer import check_names, fit
 
     cfg = build_config(model, data, **settings)
     check_names(cfg)
@@ -62,7 +62,7 @@ def train(model: str = "vae", data: str = "digits", out: str | Path | None = Non
 
 def resume(run_dir: str | Path, epochs: int | None = None, steps: int | None = None):
     """Continue an interrupted (or finished) run to its configured total, or to new totals."""
-    from .train import fit
+    from .trainer import fit
 
     run_dir = Path(run_dir)
     cfg = runs.load_config(run_dir)

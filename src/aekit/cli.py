@@ -148,7 +148,7 @@ def _cmd_train(a) -> None:
         "kl_schedule", "warmup_steps", "cycle_steps", "free_bits", "mc_samples", "iw_samples", "seed", "device", "amp",
         "figures", "progress")}
     cfg = api.build_config(model, data, base=base, **settings)
-    from .train import check_names, fit
+    from .trainer import check_names, fit
 
     check_names(cfg)
     out = Path(a.out) if a.out else api.default_run_dir(cfg)
@@ -161,7 +161,7 @@ def _cmd_train(a) -> None:
 def _load_split(model, split: str, data_dir: str | None, device):
     from dataclasses import replace
 
-    from .train import prepare_data
+    from .trainer import prepare_data
 
     if split not in ("train", "val", "test"):
         raise AekitError(f"unknown split '{split}'; choose one of: train, val, test")
@@ -174,7 +174,7 @@ def _load_split(model, split: str, data_dir: str | None, device):
 def _cmd_evaluate(a) -> None:
     from . import api
     from .evaluate import evaluate_model, format_table
-    from .train import resolve_device
+    from .trainer import resolve_device
 
     device = resolve_device(a.device)
     model = api.load(a.run, which=a.which, device=device)

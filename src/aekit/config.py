@@ -67,6 +67,7 @@ class TrainConfig:
     epochs: int = 20                 # total epochs (ignored when steps is set)
     steps: int | None = None         # total optimizer steps instead of epochs
     batch_size: int = 128            # global batch (split across processes under torchrun)
+    drop_last: bool = False          # drop the last short batch of each epoch (equal shards under DDP)
     lr: float = 1e-3                 # Adam learning rate
     betas: tuple[float, float] = (0.9, 0.999)
     eps: float = 1e-8

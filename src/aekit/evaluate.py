@@ -16,7 +16,7 @@ import torch
 from tqdm.auto import tqdm
 
 from .objectives import kl_per_dimension
-from .train import VALIDATION_SEED, evaluate_terms
+from .trainer import VALIDATION_SEED, evaluate_terms
 
 ACTIVE_UNIT_THRESHOLD = 0.01
 

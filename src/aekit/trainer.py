@@ -138,7 +138,7 @@ def fit(cfg: RunConfig, out: str | Path, *, resume: bool = False, splits: DataSp
     cfg = cfg.replace(shape=data_shape(splits))
     model = build_model(cfg.model, cfg.shape).to(device)
 
-    loader = BatchLoader(splits.train, tc.batch_size, shuffle=True,
+    loader = BatchLoader(splits.train, tc.batch_size, shuffle=True, drop_last=tc.drop_last,
                          dynamic_binarize=splits.binarize == "dynamic", seed=tc.seed, rank=rank, world_size=world)
     if len(loader) == 0:
         raise AekitError(f"batch size {tc.batch_size} leaves no batch; the training split has {len(splits.train)} rows")
@@ -211,7 +211,7 @@ def fit(cfg: RunConfig, out: str | Path, *, resume: bool = False, splits: DataSp
                 if not torch.isfinite(loss):
                     bar.close()
                     raise TrainingDiverged(
-                        f"loss became {float(loss)} at step {step + 1} (epoch {epoch + 1}); training stopped and "
+                        f"loss became {float(loss.detach())} at step {step + 1} (epoch {epoch + 1}); training stopped and "
                         f"the last good checkpoint in {out} was kept; try a lower --lr or --grad-clip")
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
