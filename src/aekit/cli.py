@@ -185,16 +185,16 @@ def _cmd_evaluate(a) -> None:
     print(json.dumps(results) if a.json else format_table(results, f"{a.run} ({a.split} split, nats per example)"))
 
 
-def _save_rows(x, image_shape, output: str, nrow: int, title: str | None = None) -> None:
+def _save_rows(x, image_shape, output: str, nrow: int) -> None:
     import numpy as np
 
-    from .plots import save_image_grid, save_point_comparison
+    from .plots import save_image_grid
 
     out = Path(output)
     if out.suffix == ".npy":
         np.save(out, x.cpu().numpy())
     elif image_shape is not None:
-        save_image_grid(x, image_shape, out, nrow=nrow, title=title)
+        save_image_grid(x, image_shape, out, nrow=nrow)
     else:
         raise AekitError("vector data cannot be drawn as an image grid; write -o FILE.npy instead")
     print(f"wrote {out}")
@@ -217,7 +217,7 @@ def _cmd_sample(a) -> None:
     elif a.label is not None:
         raise AekitError("--label needs a conditional model (cvae)")
     x = model.sample(a.n, labels)
-    _save_rows(x, model.config.shape.image_shape, a.output, nrow=8, title="samples")
+    _save_rows(x, model.config.shape.image_shape, a.output, nrow=8)
 
 
 def _cmd_reconstruct(a) -> None:
@@ -231,7 +231,7 @@ def _cmd_reconstruct(a) -> None:
     with torch.no_grad():
         recon = model.reconstruct(x, y)
     pairs = torch.stack([x, recon], 1).reshape(-1, x.shape[1])  # (2n, D): input, reconstruction, ...
-    _save_rows(pairs, data.image_shape, a.output, nrow=16, title="inputs beside reconstructions")
+    _save_rows(pairs, data.image_shape, a.output, nrow=16)  # columns: input, reconstruction
 
 
 def _cmd_interpolate(a) -> None:
@@ -250,7 +250,7 @@ def _cmd_interpolate(a) -> None:
     ya = None if data.y is None else data.y[ia]
     yb = None if data.y is None else data.y[ib]
     x = interpolate(model, data.x[ia], data.x[ib], a.steps, ya, yb)
-    _save_rows(x, data.image_shape, a.output, nrow=a.steps, title="latent interpolations (rows)")
+    _save_rows(x, data.image_shape, a.output, nrow=a.steps)  # one interpolation per row
 
 
 def _cmd_encode(a) -> None:

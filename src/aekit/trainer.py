@@ -255,7 +255,7 @@ def fit(cfg: RunConfig, out: str | Path, *, resume: bool = False, splits: DataSp
                 last = stop_early or step >= total_steps
                 if tc.figures == "epoch" or (tc.figures == "end" and last):
                     from .plots import draw_run_figures
-                    draw_run_figures(model, splits, out, history)
+                    draw_run_figures(model, splits, out, history, curves=last)
             if stop_early:
                 if is_writer:
                     tqdm.write(f"early stopping: no validation improvement for {tc.patience} epochs")
