@@ -36,6 +36,56 @@ def _add_data_args(p, with_name: bool = True):
                                                    "(default: $AEKIT_DATA_DIR, else a user cache folder)")
 
 
+def _setting_flags():
+    """(section, field, flag, type, help) for every configurable setting, read off the config dataclasses.
+
+    The comment beside each dataclass field is its help text, so a new setting is a new field —
+    the command line follows by itself.
+    """
+    import dataclasses
+    import inspect
+    import re
+
+    from .config import DataConfig, ModelConfig, TrainConfig
+
+    renamed = {("data", "name"): None, ("data", "data_dir"): None, ("data", "seed"): "--data-seed",
+               ("model", "kind"): None}
+    for section, cls in (("model", ModelConfig), ("data", DataConfig), ("train", TrainConfig)):
+        comments = dict(re.findall(r"^\s+(\w+): [^#\n]*#\s*(.*)$", inspect.getsource(cls), re.M))
+        for f in dataclasses.fields(cls):
+            flag = renamed.get((section, f.name), "--" + f.name.replace("_", "-"))
+            if flag is None:
+                continue
+            yield section, f.name, flag, str(f.type), comments.get(f.name, "")
+
+
+def _flag_type(type_name: str):
+    if type_name.startswith("tuple[int"):
+        return _ints
+    if type_name.startswith("tuple[float"):
+        return lambda text: tuple(float(v) for v in text.split(","))
+    for name, conv in (("int", int), ("float", float)):
+        if type_name.startswith(name):
+            return conv
+    return str
+
+
+def _add_setting_flags(parser) -> None:
+    group = parser.add_argument_group("settings (defaults in brackets; see also --config)")
+    from .config import DataConfig, ModelConfig, TrainConfig
+
+    defaults = {"model": ModelConfig(), "data": DataConfig(), "train": TrainConfig()}
+    for section, name, flag, type_name, help_text in _setting_flags():
+        default = getattr(defaults[section], name)
+        dest = "data_seed" if flag == "--data-seed" else name
+        text = f"{help_text} [{default}]".replace("%", "%%")
+        if type_name == "bool":
+            group.add_argument(flag, dest=dest, action=argparse.BooleanOptionalAction, default=None, help=text)
+        else:
+            group.add_argument(flag, dest=dest, type=_flag_type(type_name), default=None, metavar=name.upper(),
+                               help=text)
+
+
 def _build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="aekit", description="The autoencoder family on PyTorch: train, evaluate, sample, plot.",
                      epilog=EPILOG)
@@ -44,39 +94,12 @@ def _build_parser() -> argparse.ArgumentParser:
     t = sub.add_parser("train", help="train a model into a run folder (or --resume one)",
                        description="Train a model; the run folder gets config, weights, checkpoint, metrics, "
                                    "TensorBoard events and figures.", epilog=EPILOG)
-    t.add_argument("model", nargs="?", help="ae | vae | cvae | iwae (see aekit list)")
+    t.add_argument("model", nargs="?", help="the model to train (see aekit list)")
     t.add_argument("--resume", metavar="RUN", help="continue RUN from its last checkpoint (to --epochs TOTAL if given)")
     t.add_argument("--config", metavar="FILE", help="JSON file with sections model / data / train; flags override it")
     t.add_argument("--out", metavar="RUN", help="run folder to create (default runs/<model>-<data>)")
     _add_data_args(t)
-    t.add_argument("--binarize", help="none | dynamic (resampled each epoch) | static")
-    t.add_argument("--labels", help="label file for user data (.npy/.csv)")
-    t.add_argument("--epochs", type=int, help="total epochs (default 20)")
-    t.add_argument("--steps", type=int, help="total optimizer steps instead of epochs")
-    t.add_argument("--batch-size", type=int, help="global batch size (default 128)")
-    t.add_argument("--lr", type=float, help="Adam learning rate (default 1e-3)")
-    t.add_argument("--lr-schedule", help="none | cosine | step")
-    t.add_argument("--grad-clip", type=float, help="clip the global gradient norm")
-    t.add_argument("--weight-decay", type=float)
-    t.add_argument("--patience", type=int, help="early stopping after this many epochs without validation improvement")
-    t.add_argument("--latent-dim", type=int, help="size of z (default 16)")
-    t.add_argument("--hidden-dims", type=_ints, help="MLP widths, e.g. 400,200 (default)")
-    t.add_argument("--activation", help="relu | tanh | elu | gelu | ...")
-    t.add_argument("--body", help="mlp | conv")
-    t.add_argument("--likelihood", help="bernoulli | gaussian | gaussian-learned | continuous-bernoulli")
-    t.add_argument("--sigma", type=float, help="sigma of the fixed Gaussian likelihood")
-    t.add_argument("--beta", type=float, help="KL weight (beta-VAE)")
-    t.add_argument("--kl-schedule", help="constant | linear | cyclical")
-    t.add_argument("--warmup-steps", type=int)
-    t.add_argument("--cycle-steps", type=int)
-    t.add_argument("--free-bits", type=float, help="lambda nats per latent dimension")
-    t.add_argument("--mc-samples", type=int, help="L samples of z per example in the ELBO")
-    t.add_argument("--iw-samples", type=int, help="k of the iwae training bound")
-    t.add_argument("--seed", type=int)
-    t.add_argument("--device", help="auto | cpu | cuda | cuda:N")
-    t.add_argument("--amp", action="store_true", default=None, help="bfloat16 mixed precision on GPU")
-    t.add_argument("--figures", help="epoch | end | none")
-    t.add_argument("--no-progress", dest="progress", action="store_false", default=None)
+    _add_setting_flags(t)
 
     e = sub.add_parser("evaluate", help="figures of a trained run on a split",
                        description="Negative ELBO and its terms, KL per dimension, active units, importance-sampled "
@@ -142,11 +165,9 @@ def _cmd_train(a) -> None:
     if not model:
         raise AekitError("name a model to train, e.g. aekit train vae --data digits (see aekit list)")
     data = a.data or base.get("data", {}).get("name", "digits")
-    settings = {k: getattr(a, k) for k in (
-        "data_dir", "binarize", "labels", "epochs", "steps", "batch_size", "lr", "lr_schedule", "grad_clip",
-        "weight_decay", "patience", "latent_dim", "hidden_dims", "activation", "body", "likelihood", "sigma", "beta",
-        "kl_schedule", "warmup_steps", "cycle_steps", "free_bits", "mc_samples", "iw_samples", "seed", "device", "amp",
-        "figures", "progress")}
+    settings = {"data_dir": a.data_dir}
+    settings.update({("data_seed" if flag == "--data-seed" else name): getattr(a, "data_seed" if flag == "--data-seed" else name)
+                     for _, name, flag, _, _ in _setting_flags()})
     cfg = api.build_config(model, data, base=base, **settings)
     from .trainer import check_names, fit
 

@@ -38,7 +38,7 @@ class ModelConfig:
     kind: str = "vae"                       # ae | vae | cvae | iwae (see `aekit list`)
     latent_dim: int = 16                    # J, the size of z
     hidden_dims: tuple[int, ...] = (400, 200)  # MLP widths, encoder order (the decoder mirrors them)
-    activation: str = "relu"
+    activation: str = "relu"                # hidden-layer nonlinearity: relu | tanh | elu | gelu | sigmoid | ...
     body: str = "mlp"                       # mlp | conv (images only)
     likelihood: str = "bernoulli"           # decoder p(x|z), see `aekit list`
     sigma: float = 1.0                      # σ of the fixed-σ Gaussian likelihood
@@ -69,8 +69,8 @@ class TrainConfig:
     batch_size: int = 128            # global batch (split across processes under torchrun)
     drop_last: bool = False          # drop the last short batch of each epoch (equal shards under DDP)
     lr: float = 1e-3                 # Adam learning rate
-    betas: tuple[float, float] = (0.9, 0.999)
-    eps: float = 1e-8
+    betas: tuple[float, float] = (0.9, 0.999)  # Adam betas, e.g. 0.9,0.999
+    eps: float = 1e-8                # Adam epsilon
     weight_decay: float = 0.0
     lr_schedule: str = "none"        # none | cosine (to 0 over the run) | step (×0.1 at 50% and 75%)
     grad_clip: float | None = None   # max global gradient norm; None: no clipping
