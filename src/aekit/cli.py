@@ -179,7 +179,7 @@ def _cmd_train(a) -> None:
     print(f"run: {out}")
 
 
-def _load_split(model, split: str, data_dir: str | None, device):
+def _load_split(model, split: str, data_dir: str | None, device, with_train: bool = False):
     from dataclasses import replace
 
     from .trainer import prepare_data
@@ -189,7 +189,8 @@ def _load_split(model, split: str, data_dir: str | None, device):
     cfg = model.config
     if data_dir is not None:
         cfg = cfg.replace(data=replace(cfg.data, data_dir=data_dir))
-    return getattr(prepare_data(cfg, device), split)
+    splits = prepare_data(cfg, device)
+    return (getattr(splits, split), splits.train) if with_train else getattr(splits, split)
 
 
 def _cmd_evaluate(a) -> None:
@@ -199,10 +200,10 @@ def _cmd_evaluate(a) -> None:
 
     device = resolve_device(a.device)
     model = api.load(a.run, which=a.which, device=device)
-    data = _load_split(model, a.split, a.data_dir, device)
+    data, train = _load_split(model, a.split, a.data_dir, device, with_train=True)
     results = {"run": str(a.run), "model": model.config.model.kind, "split": a.split}
     results.update(evaluate_model(model, data, iw_samples=a.iw_samples, batch_size=a.batch_size,
-                                  progress=not a.json and sys.stderr.isatty()))
+                                  progress=not a.json and sys.stderr.isatty(), reference=train))
     print(json.dumps(results) if a.json else format_table(results, f"{a.run} ({a.split} split, nats per example)"))
 
 

@@ -35,7 +35,7 @@ class DataConfig:
 
 @dataclass(frozen=True)
 class ModelConfig:
-    kind: str = "vae"                       # ae | vae | cvae | iwae (see `aekit list`)
+    kind: str = "vae"                       # the model, see `aekit list`
     latent_dim: int = 16                    # J, the size of z
     hidden_dims: tuple[int, ...] = (400, 200)  # MLP widths, encoder order (the decoder mirrors them)
     activation: str = "relu"                # hidden-layer nonlinearity: relu | tanh | elu | gelu | sigmoid | ...
@@ -50,6 +50,9 @@ class ModelConfig:
     free_bits: float = 0.0                  # λ nats per latent dimension on the batch-average KL
     mc_samples: int = 1                     # L, Monte Carlo samples of z per example in the ELBO
     iw_samples: int = 5                     # k of the importance-weighted training bound (iwae)
+    method: str = "closed-form"             # how ppca is fitted: closed-form | em
+    max_iter: int = 500                     # iteration cap of iterative fits (EM)
+    tol: float = 1e-6                       # relative log-likelihood change that ends EM
 
     def __post_init__(self):
         object.__setattr__(self, "hidden_dims", tuple(int(h) for h in self.hidden_dims))
@@ -60,6 +63,8 @@ class ModelConfig:
         _check(self.mc_samples >= 1, f"mc_samples must be >= 1, got {self.mc_samples}")
         _check(self.iw_samples >= 1, f"iw_samples must be >= 1, got {self.iw_samples}")
         _check(self.sigma > 0, f"sigma must be > 0, got {self.sigma}")
+        _check(self.max_iter >= 1, f"max_iter must be >= 1, got {self.max_iter}")
+        _check(self.tol > 0, f"tol must be > 0, got {self.tol}")
 
 
 @dataclass(frozen=True)

@@ -6,6 +6,10 @@
 * ``log_px``: importance-sampled log p(x) with k samples (``iw_samples``; 5000 for reported figures),
   and ``bits_per_dim`` = −log p(x) / (D ln 2).
 * ``squared_error``: Σ_d (x_d − x̂_d)² per image, x̂ the reconstruction from the posterior mean.
+* Linear models (those with a ``decoder_basis``), against the training split: ``max_principal_angle``
+  (radians) between the decoder's column space and the top-d eigenvectors of the data covariance,
+  and ``train_squared_error`` beside ``pca_residual`` = Σ_{j>d} λ_j, the least squared error per
+  example any rank-d linear reconstruction can reach (Baldi & Hornik 1989; 1/N covariance).
 """
 
 from __future__ import annotations
@@ -22,7 +26,9 @@ ACTIVE_UNIT_THRESHOLD = 0.01
 
 
 @torch.no_grad()
-def evaluate_model(model, data, *, iw_samples: int = 1000, batch_size: int = 500, progress: bool = True) -> dict:
+def evaluate_model(model, data, *, iw_samples: int = 1000, batch_size: int = 500, progress: bool = True,
+                   reference=None) -> dict:
+    """The figures above on ``data``; ``reference`` (the training split) enables the linear-model ones."""
     model.eval()
     results: dict = {"split_size": len(data)}
     results.update(evaluate_terms(model, data))
@@ -36,16 +42,21 @@ def evaluate_model(model, data, *, iw_samples: int = 1000, batch_size: int = 500
         if model.has_likelihood:
             qz = model.encode(x, y)
             means.append(qz.mean.double())
-            kl_dims.append(kl_per_dimension(qz, model.prior()).double().sum(0))
+            if isinstance(qz, torch.distributions.Independent):
+                kl_dims.append(kl_per_dimension(qz, model.prior()).double().sum(0))
     results["squared_error"] = float(sq_err) / n
-    if model.has_likelihood:
-        mu = torch.cat(means)  # (N, J)
+    if reference is not None and hasattr(model, "decoder_basis"):
+        results.update(subspace_figures(model, reference.x, batch_size))
+    if kl_dims:  # factorized q(z|x): per-dimension KL
         results["kl_per_dim"] = [float(v) / n for v in torch.stack(kl_dims).sum(0)]
-        variance = mu.var(0, unbiased=True)
-        results["active_units"] = int((variance > ACTIVE_UNIT_THRESHOLD).sum())
+    if means:
+        mu = torch.cat(means)  # (N, J)
+        results["active_units"] = int((mu.var(0, unbiased=True) > ACTIVE_UNIT_THRESHOLD).sum())
         results["latent_dim"] = int(mu.shape[1])
+    if model.has_likelihood:
         if iw_samples > 0:
-            results["iw_samples"] = iw_samples
+            exact = getattr(model, "exact_likelihood", False)
+            results["log_px_method"] = "exact" if exact else f"importance sampling, k={iw_samples}"
             total = torch.zeros((), dtype=torch.float64, device=data.x.device)
             # Smaller batches when k is large keep the time to the first progress update short.
             ll_batch = max(1, min(batch_size, 100))
@@ -59,6 +70,19 @@ def evaluate_model(model, data, *, iw_samples: int = 1000, batch_size: int = 500
             results["log_px"] = float(total) / n
             results["bits_per_dim"] = -results["log_px"] / (data.x.shape[1] * math.log(2))
     return results
+
+
+@torch.no_grad()
+def subspace_figures(model, x_train: torch.Tensor, batch_size: int = 1000) -> dict:
+    from .linalg import max_principal_angle, pca_subspace
+
+    basis = model.decoder_basis()  # (D, d)
+    d = basis.shape[1]
+    top, eigenvalues = pca_subspace(x_train, d)
+    sq = sum(float(((x_train[s:s + batch_size] - model.reconstruct(x_train[s:s + batch_size])) ** 2).sum())
+             for s in range(0, len(x_train), batch_size))
+    return {"max_principal_angle": float(max_principal_angle(basis.double().cpu(), top.cpu())),
+            "train_squared_error": sq / len(x_train), "pca_residual": float(eigenvalues[d:].sum())}
 
 
 def format_table(results: dict, title: str) -> str:

@@ -38,7 +38,7 @@ def tile(images: np.ndarray, nrow: int) -> np.ndarray:
     return canvas[..., 0] if c == 1 else canvas
 
 
-def save_image_grid(x: torch.Tensor, image_shape, path: Path, nrow: int = 8, scale: int = 3) -> None:
+def save_image_grid(x: torch.Tensor, image_shape, path: Path, nrow: int = 8, scale: int | None = None) -> None:
     """Rows of ``x`` (N, D) shown as images of ``image_shape`` in a grid, clipped to [0, 1].
 
     Written pixel for pixel (each image pixel a ``scale``×``scale`` block) with no axes or text:
@@ -46,6 +46,7 @@ def save_image_grid(x: torch.Tensor, image_shape, path: Path, nrow: int = 8, sca
     """
     images = x.detach().float().cpu().clamp(0, 1).reshape(-1, *image_shape).numpy()
     grid = tile(images, nrow)
+    scale = scale or max(1, 84 // image_shape[1])  # small images (8×8 digits) drawn larger
     grid = np.kron(grid, np.ones((scale, scale) + (() if grid.ndim == 2 else (1,)), dtype=grid.dtype))
     atomic_write(Path(path), lambda f: plt.imsave(f, grid, cmap="gray" if grid.ndim == 2 else None,
                                                   vmin=0, vmax=1, format="png"))
@@ -133,6 +134,41 @@ def interpolate(model, x_a: torch.Tensor, x_b: torch.Tensor, steps: int = 10, y_
     return model.decode(z.reshape(-1, z.shape[-1]), y).mean
 
 
+def _normalize_rows(v: torch.Tensor) -> torch.Tensor:
+    """Each row scaled to [0, 1] so signed basis vectors can be shown as images (0.5 = zero)."""
+    m = v.abs().amax(-1, keepdim=True).clamp_min(1e-12)
+    return 0.5 + 0.5 * v / m
+
+
+@torch.no_grad()
+def draw_linear_figures(model, x_train: torch.Tensor, out: Path, image_shape) -> None:
+    """Eigenvalue spectrum, and the decoder basis beside the principal components.
+
+    ``basis.png`` rows: the top-d principal components; the decoder's columns as learned; the
+    projection of each principal component onto the decoder's column space (equal to the first row
+    when the model has found the PCA subspace, whatever basis it uses).
+    """
+    from .linalg import pca_subspace
+
+    basis = model.decoder_basis().double().cpu()  # (D, d)
+    d = basis.shape[1]
+    pcs, eigenvalues = pca_subspace(x_train.cpu(), d)
+    fig, ax = plt.subplots(figsize=(5.5, 3.5))
+    k = min(len(eigenvalues), max(4 * d, 50))
+    ax.semilogy(range(1, k + 1), eigenvalues[:k].clamp_min(1e-12).numpy(), ".-")
+    ax.axvline(d + 0.5, color="tab:red", ls="--", label=f"d = {d}")
+    ax.set_xlabel("component")
+    ax.set_ylabel("eigenvalue of the data covariance")
+    ax.legend()
+    _save(fig, Path(out) / "spectrum.png")
+    if image_shape is None:
+        return
+    q, _ = torch.linalg.qr(basis)
+    projected = q @ (q.T @ pcs)  # (D, d): each principal component projected on the learned subspace
+    rows = torch.cat([pcs.T, basis.T, projected.T])  # (3d, D)
+    save_image_grid(_normalize_rows(rows).float(), image_shape, Path(out) / "basis.png", nrow=d)
+
+
 @torch.no_grad()
 def draw_run_figures(model, splits, out: Path, history: list[dict], n: int = 64, curves: bool = True) -> None:
     """The figures a run folder gets each epoch: samples, reconstructions, latent map, manifold
@@ -171,6 +207,8 @@ def draw_run_figures(model, splits, out: Path, history: list[dict], n: int = 64,
         limit = 5000
         z = model.embed(test.x[:limit], None if test.y is None else test.y[:limit]).float().cpu().numpy()
         save_latent_scatter(z, None if test.y is None else test.y[:limit].cpu().numpy(), out / "latent.png")
+    if hasattr(model, "decoder_basis"):
+        draw_linear_figures(model, splits.train.x, out, test.image_shape)
     if curves:
         save_curves(history, out / "curves.png")
     model.train(was_training)

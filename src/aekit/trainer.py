@@ -32,7 +32,7 @@ from .data import BatchLoader, DataSplits, load_data
 from .errors import AekitError, unknown_choice
 from .latents import sharded_noise
 from .likelihoods import check_data_range
-from .models import build_model
+from .models import FIT_PROCEDURES, build_model
 
 VALIDATION_SEED = 12345  # fixed noise for validation, so epochs are compared on equal terms
 VALIDATION_BATCH = 1000
@@ -136,6 +136,8 @@ def fit(cfg: RunConfig, out: str | Path, *, resume: bool = False, splits: DataSp
     torch.manual_seed(tc.seed)
     splits = (splits or prepare_data(cfg)).to(device)
     cfg = cfg.replace(shape=data_shape(splits))
+    if cfg.model.kind in FIT_PROCEDURES:
+        return _fit_by_procedure(cfg, out, splits, resume, is_writer)
     model = build_model(cfg.model, cfg.shape).to(device)
 
     loader = BatchLoader(splits.train, tc.batch_size, shuffle=True, drop_last=tc.drop_last,
@@ -263,6 +265,41 @@ def fit(cfg: RunConfig, out: str | Path, *, resume: bool = False, splits: DataSp
     if writer is not None:
         writer.close()
     return model
+
+
+def _fit_by_procedure(cfg: RunConfig, out: Path, splits: DataSplits, resume: bool, is_writer: bool):
+    """Closed-form / EM / CD models: fit once on the training split, then write the same run folder."""
+    if resume:
+        if is_writer:
+            print(f"{out}: {cfg.model.kind} is fitted in one go ({cfg.model.method if cfg.model.kind == 'ppca' else 'closed form'}); "
+                  "nothing to resume")
+        return _load_fitted(cfg, out, splits.train.x.device)
+    start = time.perf_counter()
+    model = build_model(cfg.model, cfg.shape).to(splits.train.x.device)
+    model = FIT_PROCEDURES[cfg.model.kind](model, splits.train.x, cfg.model, progress=cfg.train.progress and is_writer)
+    seconds = time.perf_counter() - start
+    record = {"epoch": 1, "step": 1, "fit_seconds": seconds, **getattr(model, "fit_info", {}),
+              **{f"train/{k}": v for k, v in evaluate_terms(model, splits.train).items()},
+              **{f"val/{k}": v for k, v in evaluate_terms(model, splits.val).items()}}
+    record["val/loss"] = record[f"val/{model.selection_metric}"]
+    if is_writer:
+        out.mkdir(parents=True, exist_ok=True)
+        runs.save_config(out, cfg)
+        runs.save_weights(out / runs.BEST, model)
+        runs.save_weights(out / runs.LAST, model)
+        runs.write_metrics(out, [record])
+        terms = "  ".join(f"{k}={v:.3f}" for k, v in record.items() if k.startswith(("train/", "val/")))
+        tqdm.write(f"fitted {cfg.model.kind} in {seconds:.2f}s  {terms}")
+        if cfg.train.figures != "none":
+            from .plots import draw_run_figures
+            draw_run_figures(model, splits, out, [record], curves=False)
+    return model
+
+
+def _load_fitted(cfg: RunConfig, out: Path, device):
+    model = build_model(cfg.model, cfg.shape)
+    runs.load_weights(out / runs.LAST, model)
+    return model.to(device)
 
 
 def _tensorboard(out: Path):

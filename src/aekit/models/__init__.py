@@ -1,14 +1,41 @@
 """One short file per family of models; each composes the shared parts.
 
 ``build_model(model_cfg, shape)`` looks the kind up in a registry (no if-chains on names).
+Models solved by a procedure other than gradient descent (closed form, EM, contrastive divergence)
+also register that procedure in ``FIT_PROCEDURES``: ``fit(model, x_train, model_cfg, progress)`` fills in
+the freshly built ``model`` and returns it.
+``KIND_DEFAULTS`` holds the settings a kind needs unless the user says otherwise.
 """
 
 from __future__ import annotations
 
 from ..config import DataShape, ModelConfig
-from ..errors import unknown_choice
+from ..errors import AekitError, unknown_choice
 from ..priors import PRIORS
-from .vae import MODEL_BUILDERS, MODEL_HELP, VAE, Autoencoder  # noqa: F401
+from .linear import build_linear_ae, build_ppca, fit_pca, fit_ppca
+from .vae import MODEL_BUILDERS as _VAE_BUILDERS
+from .vae import MODEL_HELP as _VAE_HELP
+from .vae import VAE, Autoencoder  # noqa: F401
+
+MODEL_BUILDERS = {
+    **_VAE_BUILDERS,
+    "linear-ae": build_linear_ae,
+    "pca": build_linear_ae,
+    "ppca": build_ppca,
+}
+MODEL_HELP = {
+    **_VAE_HELP,
+    "linear-ae": "linear autoencoder, squared error, gradient-trained (learns the PCA subspace)",
+    "pca": "the linear autoencoder solved in closed form (top-d eigenvectors)",
+    "ppca": "probabilistic PCA, closed-form maximum likelihood or EM (--method em)",
+}
+FIT_PROCEDURES = {"pca": fit_pca, "ppca": fit_ppca}
+KIND_DEFAULTS = {
+    "linear-ae": {"likelihood": "gaussian"},
+    "pca": {"likelihood": "gaussian"},
+    "ppca": {"likelihood": "gaussian"},
+}
+FIXED_LIKELIHOOD = {"linear-ae", "pca", "ppca"}  # their likelihood is part of the model's definition
 
 
 def build_model(cfg: ModelConfig, shape: DataShape):
@@ -16,4 +43,9 @@ def build_model(cfg: ModelConfig, shape: DataShape):
         raise unknown_choice("model", cfg.kind, MODEL_BUILDERS)
     if cfg.prior not in PRIORS:
         raise unknown_choice("prior", cfg.prior, PRIORS)
+    if cfg.kind in FIXED_LIKELIHOOD and cfg.likelihood != "gaussian":
+        raise AekitError(f"{cfg.kind} is defined with a Gaussian likelihood (squared error); drop --likelihood")
+    if cfg.kind in ("linear-ae", "pca", "ppca") and not 1 <= cfg.latent_dim < shape.data_dim:
+        raise AekitError(f"latent_dim must be below the data dimension for {cfg.kind}: "
+                         f"1 <= latent_dim < {shape.data_dim}, got {cfg.latent_dim}")
     return MODEL_BUILDERS[cfg.kind](cfg, shape)

@@ -1,0 +1,146 @@
+"""The linear line: linear autoencoder, PCA, probabilistic PCA.
+
+* ``linear-ae``: encoder z = Aᵀx + a, decoder x̂ = Bz + b, squared error, trained by the gradient
+  trainer. Baldi & Hornik (1989): every local minimum of the squared error is global and the
+  decoder's column space is the span of the top-d eigenvectors of the data covariance (the basis
+  itself is free up to an invertible map), with minimal loss ½ Σ_{j>d} λ_j per example (for the
+  unit-σ Gaussian likelihood, −log p = ½‖x − x̂‖² + (D/2) log 2π).
+* ``pca``: the same composition solved in closed form: A = B = U_d (top-d eigenvectors), b = x̄.
+* ``ppca``: x = Wz + μ + ε, z ~ N(0, I_q), ε ~ N(0, σ²I) (Tipping & Bishop 1999), fitted by closed-form
+  maximum likelihood or EM through the scikit-learn style :class:`aekit.models.ppca.PPCA`; the run
+  stores μ, W, σ² and the model answers the common face: the encoder is the exact posterior p(z|x)
+  and ``log_likelihood`` the exact marginal N(μ, WWᵀ + σ²I).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+from torch.distributions import Independent, LowRankMultivariateNormal, MultivariateNormal, Normal
+
+from ..config import DataShape, ModelConfig
+from ..likelihoods import FixedGaussianLikelihood
+from ..latents import PointLatent
+from ..linalg import pca_subspace
+from ..priors import StandardNormalPrior
+from .parts import Decoder, Encoder
+from .vae import Autoencoder
+
+
+class IdentityBody(nn.Module):
+    """No hidden layer: the latent head sees x itself."""
+
+    def __init__(self, data_dim: int):
+        super().__init__()
+        self.out_features = data_dim
+
+    def forward(self, x, cond=None):
+        return x
+
+
+class LinearBody(nn.Module):
+    def __init__(self, latent_dim: int, data_dim: int):
+        super().__init__()
+        self.linear = nn.Linear(latent_dim, data_dim)
+
+    def forward(self, z, cond=None):
+        return self.linear(z)
+
+
+class LinearAutoencoder(Autoencoder):
+    """Linear encoder and decoder with a fixed-σ Gaussian likelihood (squared error)."""
+
+    def decoder_basis(self) -> torch.Tensor:
+        """The decoder's columns B (D, d): the subspace a linear autoencoder learns."""
+        return self.decoder.body.linear.weight.detach()
+
+
+def build_linear_ae(cfg: ModelConfig, shape: DataShape) -> LinearAutoencoder:
+    encoder = Encoder(IdentityBody(shape.data_dim), PointLatent(shape.data_dim, cfg.latent_dim))
+    decoder = Decoder(LinearBody(cfg.latent_dim, shape.data_dim), FixedGaussianLikelihood(cfg.sigma))
+    return LinearAutoencoder(encoder, decoder)
+
+
+@torch.no_grad()
+def fit_pca(model: LinearAutoencoder, x: torch.Tensor, cfg: ModelConfig, progress: bool = True) -> LinearAutoencoder:
+    """Closed form: encoder z = U_dᵀ(x − x̄), decoder x̂ = U_d z + x̄ (eigendecomposition of the covariance)."""
+    mean = x.double().mean(0)
+    basis, _ = pca_subspace(x, model.decoder_basis().shape[1], mean=mean)  # (D, d)
+    model.encoder.head.proj.weight.copy_(basis.T)
+    model.encoder.head.proj.bias.copy_(-(basis.T @ mean))
+    model.decoder.body.linear.weight.copy_(basis)
+    model.decoder.body.linear.bias.copy_(mean)
+    return model
+
+
+class PPCAModel(nn.Module):
+    """Probabilistic PCA as a module with the common face (buffers μ (D,), W (D, q), σ²)."""
+
+    has_likelihood = True
+    exact_likelihood = True  # log p(x) in closed form, no importance sampling
+    num_classes = None
+    selection_metric = "neg_log_likelihood"
+
+    def __init__(self, data_dim: int, latent_dim: int):
+        super().__init__()
+        self.register_buffer("mean", torch.zeros(data_dim))
+        self.register_buffer("W", torch.zeros(data_dim, latent_dim))
+        self.register_buffer("noise_variance", torch.ones(()))
+        self.prior_module = StandardNormalPrior(latent_dim)
+
+    def prior(self):
+        return self.prior_module()
+
+    def marginal(self) -> LowRankMultivariateNormal:
+        """p(x) = N(μ, WWᵀ + σ²I), whose log_prob uses the Woodbury identity (no D×D inverse)."""
+        return LowRankMultivariateNormal(self.mean, self.W, self.noise_variance.expand_as(self.mean))
+
+    def encode(self, x, y=None) -> MultivariateNormal:
+        """p(z|x) = N(M⁻¹Wᵀ(x − μ), σ²M⁻¹), M = WᵀW + σ²I (T&B eq. 6)."""
+        q = self.W.shape[1]
+        M = self.W.T @ self.W + self.noise_variance * torch.eye(q, dtype=self.W.dtype, device=self.W.device)
+        loc = torch.linalg.solve(M, self.W.T @ (x - self.mean).T).T  # (B, q)
+        return MultivariateNormal(loc, covariance_matrix=self.noise_variance * torch.linalg.inv(M))
+
+    def decode(self, z, y=None):
+        """p(x|z) = N(Wz + μ, σ²I)."""
+        loc = z @ self.W.T + self.mean
+        return Independent(Normal(loc, self.noise_variance.sqrt().expand_as(loc)), 1)
+
+    def embed(self, x, y=None):
+        return self.encode(x).mean
+
+    def reconstruct(self, x, y=None):
+        return self.decode(self.embed(x)).mean
+
+    def log_likelihood(self, x, y=None, num_samples: int = 0) -> torch.Tensor:
+        """Exact log p(x) per example; ``num_samples`` is ignored (no sampling is needed)."""
+        return self.marginal().log_prob(x)
+
+    def evaluation_terms(self, x, y=None):
+        return {"neg_log_likelihood": -self.log_likelihood(x)}
+
+    @torch.no_grad()
+    def sample(self, n: int, y=None) -> torch.Tensor:
+        return self.decode(self.prior().sample((n,))).mean
+
+    def decoder_basis(self) -> torch.Tensor:
+        return self.W.detach()
+
+
+def build_ppca(cfg: ModelConfig, shape: DataShape) -> PPCAModel:
+    return PPCAModel(shape.data_dim, cfg.latent_dim)
+
+
+@torch.no_grad()
+def fit_ppca(model: PPCAModel, x: torch.Tensor, cfg: ModelConfig, progress: bool = True) -> PPCAModel:
+    from .ppca import PPCA
+
+    estimator = PPCA(cfg.latent_dim, method=cfg.method, max_iter=cfg.max_iter, tol=cfg.tol,
+                     random_state=0).fit(x)
+    model.mean.copy_(torch.as_tensor(estimator.mean_))
+    model.W.copy_(torch.as_tensor(estimator.W_))
+    model.noise_variance.fill_(float(estimator.noise_variance_))
+    model.fit_info = {"n_iter": int(getattr(estimator, "n_iter_", 0) or 0),
+                      "converged": bool(getattr(estimator, "converged_", True))}
+    return model
