@@ -18,6 +18,10 @@ from torch.distributions import Bernoulli, ContinuousBernoulli, Distribution, In
 from .errors import AekitError
 
 
+# Distributions here are built with validate_args=False: validation costs a reduction and a host sync
+# each time, in the hot loop, and the data's range is checked once, up front (check_data_range).
+
+
 class BernoulliLikelihood(nn.Module):
     """p(x|z) = ∏_d Bern(x_d; σ(logits_d)); −log p is the binary cross-entropy. Needs x ∈ [0, 1]."""
 
@@ -27,7 +31,7 @@ class BernoulliLikelihood(nn.Module):
     def forward(self, out: torch.Tensor) -> Distribution:
         # validate_args=False: grey-level targets in [0, 1] are the usual practice on MNIST
         # (the pytorch/examples VAE), and log_prob's cross-entropy form is valid for them.
-        return Independent(Bernoulli(logits=out, validate_args=False), 1)
+        return Independent(Bernoulli(logits=out, validate_args=False), 1, validate_args=False)
 
 
 class FixedGaussianLikelihood(nn.Module):
@@ -43,7 +47,7 @@ class FixedGaussianLikelihood(nn.Module):
         self.sigma = float(sigma)
 
     def forward(self, out: torch.Tensor) -> Distribution:
-        return Independent(Normal(out, torch.full_like(out, self.sigma)), 1)
+        return Independent(Normal(out, torch.full_like(out, self.sigma), validate_args=False), 1, validate_args=False)
 
 
 class LearnedGaussianLikelihood(nn.Module):
@@ -59,7 +63,8 @@ class LearnedGaussianLikelihood(nn.Module):
 
     def forward(self, out: torch.Tensor) -> Distribution:
         loc, raw_scale = out.chunk(2, dim=-1)  # each (..., D)
-        return Independent(Normal(loc, F.softplus(raw_scale) + self.min_scale), 1)
+        return Independent(Normal(loc, F.softplus(raw_scale) + self.min_scale, validate_args=False), 1,
+                           validate_args=False)
 
 
 class ContinuousBernoulliLikelihood(nn.Module):
@@ -69,7 +74,7 @@ class ContinuousBernoulliLikelihood(nn.Module):
     data_range = (0.0, 1.0)
 
     def forward(self, out: torch.Tensor) -> Distribution:
-        return Independent(ContinuousBernoulli(logits=out, validate_args=False), 1)
+        return Independent(ContinuousBernoulli(logits=out, validate_args=False), 1, validate_args=False)
 
 
 LIKELIHOODS = {

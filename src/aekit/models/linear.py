@@ -96,7 +96,7 @@ class PPCAModel(nn.Module):
         return LowRankMultivariateNormal(self.mean, self.W, self.noise_variance.expand_as(self.mean))
 
     def encode(self, x, y=None) -> MultivariateNormal:
-        """p(z|x) = N(M⁻¹Wᵀ(x − μ), σ²M⁻¹), M = WᵀW + σ²I (T&B eq. 6)."""
+        """p(z|x) = N(M⁻¹Wᵀ(x − μ), σ²M⁻¹), M = WᵀW + σ²I (Bishop, PRML eq. 12.42)."""
         q = self.W.shape[1]
         M = self.W.T @ self.W + self.noise_variance * torch.eye(q, dtype=self.W.dtype, device=self.W.device)
         loc = torch.linalg.solve(M, self.W.T @ (x - self.mean).T).T  # (B, q)
