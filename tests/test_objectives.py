@@ -19,8 +19,6 @@ from aekit.models.vae import VAE
 from aekit.objectives import KLSchedule, free_bits, kl_per_dimension, kl_term, log_mean_exp
 from aekit.priors import StandardNormalPrior
 
-torch.set_default_dtype(torch.float64)
-
 
 @pytest.fixture(autouse=True)
 def _float64():

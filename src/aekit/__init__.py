@@ -2,8 +2,18 @@
 
 from .api import load, resume, train
 from .errors import AekitError
-from .models.ppca import PPCA
-from .models.rbm import RBMEstimator as RBM
+
+
+def __getattr__(name):
+    # The scikit-learn style estimators import scikit-learn (seconds); load them on first use only.
+    if name == "PPCA":
+        from .models.ppca import PPCA
+        return PPCA
+    if name == "RBM":
+        from .models.rbm import RBMEstimator
+        return RBMEstimator
+    raise AttributeError(f"module 'aekit' has no attribute '{name}'")
+
 
 __version__ = "0.1.0"
 __all__ = ["train", "load", "resume", "PPCA", "RBM", "AekitError", "__version__"]

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import AekitError, unknown_choice
+from .regularizers import CODE_ACTIVATIONS, SPARSITY_PENALTIES, build_corruption
 
 
 def _check(cond: bool, msg: str) -> None:
@@ -53,6 +54,13 @@ class ModelConfig:
     method: str = "closed-form"             # how ppca is fitted: closed-form | em
     max_iter: int = 500                     # iteration cap of iterative fits (EM)
     tol: float = 1e-6                       # relative log-likelihood change that ends EM
+    corruption: str = "none"                # ae input noise, training only: none | gaussian | salt-pepper | masking
+    corruption_level: float = 0.25          # σ of gaussian; the fraction ν of entries hit by salt-pepper / masking
+    code_activation: str = "identity"       # on the ae code: identity | sigmoid (codes in (0, 1))
+    sparsity: str = "none"                  # ae code penalty: none | l1 (‖z‖₁) | kl (Σ_j KL(ρ ‖ mean of z_j))
+    sparsity_weight: float = 1.0            # weight of the sparsity penalty (λ for l1, β for kl)
+    sparsity_target: float = 0.05           # ρ, the target mean activation of each code unit (sparsity kl)
+    contractive_weight: float = 0.0         # λ on ‖J_f(x)‖²_F, the encoder Jacobian's squared norm (cae); 0: off
 
     def __post_init__(self):
         object.__setattr__(self, "hidden_dims", tuple(int(h) for h in self.hidden_dims))
@@ -65,15 +73,26 @@ class ModelConfig:
         _check(self.sigma > 0, f"sigma must be > 0, got {self.sigma}")
         _check(self.max_iter >= 1, f"max_iter must be >= 1, got {self.max_iter}")
         _check(self.tol > 0, f"tol must be > 0, got {self.tol}")
+        build_corruption(self.corruption, self.corruption_level)  # the name, and the level in its range
+        if self.code_activation not in CODE_ACTIVATIONS:
+            raise unknown_choice("code_activation", self.code_activation, CODE_ACTIVATIONS)
+        if self.sparsity not in SPARSITY_PENALTIES:
+            raise unknown_choice("sparsity", self.sparsity, SPARSITY_PENALTIES)
+        _check(self.sparsity_weight >= 0, f"sparsity_weight must be >= 0, got {self.sparsity_weight}")
+        _check(0 < self.sparsity_target < 1, f"sparsity_target must be in (0, 1) (the target mean activation ρ), "
+                                             f"got {self.sparsity_target}")
+        _check(self.sparsity != "kl" or self.code_activation == "sigmoid",
+               f"sparsity kl needs codes in (0, 1): set code_activation to sigmoid, got '{self.code_activation}'")
+        _check(self.contractive_weight >= 0, f"contractive_weight must be >= 0, got {self.contractive_weight}")
 
 
 @dataclass(frozen=True)
 class TrainConfig:
     epochs: int = 20                 # total epochs (ignored when steps is set)
     steps: int | None = None         # total optimizer steps instead of epochs
-    batch_size: int = 128            # global batch (split across processes under torchrun)
+    batch_size: int = 256            # global batch (split across processes under torchrun); see lr
     drop_last: bool = False          # drop the last short batch of each epoch (equal shards under DDP)
-    lr: float = 1e-3                 # Adam learning rate
+    lr: float = 3e-3                 # Adam learning rate; with batch 256, the fastest to a given MNIST VAE loss of those tried (BENCHMARKS.md)
     betas: tuple[float, float] = (0.9, 0.999)  # Adam betas, e.g. 0.9,0.999
     eps: float = 1e-8                # Adam epsilon
     weight_decay: float = 0.0

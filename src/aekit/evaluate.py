@@ -6,6 +6,8 @@
 * ``log_px``: importance-sampled log p(x) with k samples (``iw_samples``; 5000 for reported figures),
   and ``bits_per_dim`` = −log p(x) / (D ln 2).
 * ``squared_error``: Σ_d (x_d − x̂_d)² per image, x̂ the reconstruction from the posterior mean.
+* ``corrupted_squared_error`` (models that corrupt their input, e.g. dae): Σ_d (x_d − x̂(x̃)_d)² per
+  image, x̃ the model's corruption of x drawn with a fixed seed.
 * Linear models (those with a ``decoder_basis``), against the training split: ``max_principal_angle``
   (radians) between the decoder's column space and the top-d eigenvectors of the data covariance,
   and ``train_squared_error`` beside ``pca_residual`` = Σ_{j>d} λ_j, the least squared error per
@@ -45,6 +47,12 @@ def evaluate_model(model, data, *, iw_samples: int = 1000, batch_size: int = 500
             if isinstance(qz, torch.distributions.Independent):
                 kl_dims.append(kl_per_dimension(qz, model.prior()).double().sum(0))
     results["squared_error"] = float(sq_err) / n
+    if getattr(model, "corruption", None) is not None:  # denoising models: the error from corrupted inputs
+        from .regularizers import corrupted_squared_error
+
+        results["corruption"] = str(model.corruption)
+        results["corrupted_squared_error"] = corrupted_squared_error(model, data, model.corruption,
+                                                                     seed=VALIDATION_SEED, batch_size=batch_size)
     if reference is not None and hasattr(model, "decoder_basis"):
         results.update(subspace_figures(model, reference.x, batch_size))
     if kl_dims:  # factorized q(z|x): per-dimension KL

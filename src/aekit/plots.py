@@ -170,6 +170,30 @@ def draw_linear_figures(model, x_train: torch.Tensor, out: Path, image_shape) ->
 
 
 @torch.no_grad()
+def draw_autoencoder_figures(model, x: torch.Tensor, image_shape, out: Path, n: int = 16, max_filters: int = 100) -> None:
+    """Deterministic autoencoders on images: ``denoising.png`` and ``filters.png``.
+
+    ``denoising.png`` (models that corrupt their input), rows: corrupted test images x̃, their
+    reconstructions x̂(x̃), the clean images x. ``filters.png`` (encoders that begin with a fully
+    connected layer): the first ``max_filters`` rows of that layer's weights as images, each scaled
+    to [0, 1] on its own (grey 0.5 = zero weight). The corruption draws from the global RNG: call
+    under a fixed seed (``draw_run_figures`` does).
+    """
+    out = Path(out)
+    corruption = getattr(model, "corruption", None)
+    if corruption is not None:
+        clean = x[:n]
+        noisy = corruption.corrupt(clean)
+        rows = torch.cat([noisy, model.reconstruct(noisy), clean])  # (3n, D): noisy / denoised / clean
+        save_image_grid(rows, image_shape, out / "denoising.png", nrow=len(clean))
+    weights = model.encoder_filters()  # (H, D_in) or None
+    data_dim = math.prod(image_shape)
+    if weights is not None and weights.shape[1] >= data_dim:
+        filters = _normalize_rows(weights[:max_filters, :data_dim].float())  # label columns (if any) dropped
+        save_image_grid(filters, image_shape, out / "filters.png", nrow=min(10, len(filters)))
+
+
+@torch.no_grad()
 def draw_run_figures(model, splits, out: Path, history: list[dict], n: int = 64, curves: bool = True) -> None:
     """The figures a run folder gets each epoch: samples, reconstructions, latent map, manifold
     (and the training curves when ``curves``: the trainer draws those at the end, as ``aekit plot`` does)."""
@@ -199,6 +223,8 @@ def draw_run_figures(model, splits, out: Path, history: list[dict], n: int = 64,
             latent_dim = model.embed(x[:1], None if y is None else y[:1]).shape[-1]
             if latent_dim == 2 and model.has_likelihood:
                 save_image_grid(decoded_manifold(model), test.image_shape, out / "manifold.png", nrow=15)
+            if not model.has_likelihood and hasattr(model, "encoder_filters"):  # ae, dae, sparse-ae, cae, linear
+                draw_autoencoder_figures(model, x, test.image_shape, out)
         else:
             save_point_comparison(test.x[:2000], model.reconstruct(test.x[:2000], None if test.y is None else test.y[:2000]),
                                   out / "reconstructions.png", "reconstructions")

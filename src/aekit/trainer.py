@@ -276,7 +276,7 @@ def _fit_by_procedure(cfg: RunConfig, out: Path, splits: DataSplits, resume: boo
         return _load_fitted(cfg, out, splits.train.x.device)
     start = time.perf_counter()
     model = build_model(cfg.model, cfg.shape).to(splits.train.x.device)
-    model = FIT_PROCEDURES[cfg.model.kind](model, splits.train.x, cfg.model, progress=cfg.train.progress and is_writer)
+    model = FIT_PROCEDURES[cfg.model.kind](model, splits.train.x, cfg, progress=cfg.train.progress and is_writer)
     seconds = time.perf_counter() - start
     record = {"epoch": 1, "step": 1, "fit_seconds": seconds, **getattr(model, "fit_info", {}),
               **{f"train/{k}": v for k, v in evaluate_terms(model, splits.train).items()},

@@ -2,7 +2,7 @@
 
 ``build_model(model_cfg, shape)`` looks the kind up in a registry (no if-chains on names).
 Models solved by a procedure other than gradient descent (closed form, EM, contrastive divergence)
-also register that procedure in ``FIT_PROCEDURES``: ``fit(model, x_train, model_cfg, progress)`` fills in
+also register that procedure in ``FIT_PROCEDURES``: ``fit(model, x_train, run_cfg, progress)`` fills in
 the freshly built ``model`` and returns it.
 ``KIND_DEFAULTS`` holds the settings a kind needs unless the user says otherwise.
 """
@@ -22,18 +22,27 @@ MODEL_BUILDERS = {
     "linear-ae": build_linear_ae,
     "pca": build_linear_ae,
     "ppca": build_ppca,
+    "dae": _VAE_BUILDERS["ae"],
+    "sparse-ae": _VAE_BUILDERS["ae"],
+    "cae": _VAE_BUILDERS["ae"],
 }
 MODEL_HELP = {
     **_VAE_HELP,
     "linear-ae": "linear autoencoder, squared error, gradient-trained (learns the PCA subspace)",
     "pca": "the linear autoencoder solved in closed form (top-d eigenvectors)",
     "ppca": "probabilistic PCA, closed-form maximum likelihood or EM (--method em)",
+    "dae": "denoising ae: corrupted input, clean target (--corruption masking | salt-pepper | gaussian)",
+    "sparse-ae": "sparse ae: sigmoid code, KL(rho || mean activation) penalty (--sparsity kl | l1)",
+    "cae": "contractive ae: penalty on the encoder Jacobian's Frobenius norm (--contractive-weight)",
 }
 FIT_PROCEDURES = {"pca": fit_pca, "ppca": fit_ppca}
 KIND_DEFAULTS = {
     "linear-ae": {"likelihood": "gaussian"},
     "pca": {"likelihood": "gaussian"},
     "ppca": {"likelihood": "gaussian"},
+    "dae": {"corruption": "masking", "corruption_level": 0.25},
+    "sparse-ae": {"code_activation": "sigmoid", "sparsity": "kl", "sparsity_target": 0.05},
+    "cae": {"code_activation": "sigmoid", "contractive_weight": 0.1},
 }
 FIXED_LIKELIHOOD = {"linear-ae", "pca", "ppca"}  # their likelihood is part of the model's definition
 

@@ -62,7 +62,7 @@ def build_linear_ae(cfg: ModelConfig, shape: DataShape) -> LinearAutoencoder:
 
 
 @torch.no_grad()
-def fit_pca(model: LinearAutoencoder, x: torch.Tensor, cfg: ModelConfig, progress: bool = True) -> LinearAutoencoder:
+def fit_pca(model: LinearAutoencoder, x: torch.Tensor, run_cfg, progress: bool = True) -> LinearAutoencoder:
     """Closed form: encoder z = U_dᵀ(x − x̄), decoder x̂ = U_d z + x̄ (eigendecomposition of the covariance)."""
     mean = x.double().mean(0)
     basis, _ = pca_subspace(x, model.decoder_basis().shape[1], mean=mean)  # (D, d)
@@ -133,9 +133,10 @@ def build_ppca(cfg: ModelConfig, shape: DataShape) -> PPCAModel:
 
 
 @torch.no_grad()
-def fit_ppca(model: PPCAModel, x: torch.Tensor, cfg: ModelConfig, progress: bool = True) -> PPCAModel:
+def fit_ppca(model: PPCAModel, x: torch.Tensor, run_cfg, progress: bool = True) -> PPCAModel:
     from .ppca import PPCA
 
+    cfg = run_cfg.model
     estimator = PPCA(cfg.latent_dim, method=cfg.method, max_iter=cfg.max_iter, tol=cfg.tol,
                      random_state=0).fit(x)
     model.mean.copy_(torch.as_tensor(estimator.mean_))

@@ -935,3 +935,93 @@ class RBMEstimator(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstima
     @property
     def _n_features_out(self) -> int:
         return self.n_components
+
+
+# ---------------------------------------------------------------------------------------------
+# the run face: `aekit train rbm`, `aekit evaluate`, figures
+# ---------------------------------------------------------------------------------------------
+
+
+class RBMRunModel(RBM):
+    """An RBM answering the face every aekit run model answers (encode, decode, sample, reconstruct,
+    embed, log_likelihood, evaluation_terms), so the CLI, evaluation and figures need no special case.
+
+    ``log_likelihood`` is −F(v) − log Ẑ with log Ẑ from AIS (``ais_temperatures`` temperatures,
+    100 chains, base rates from the training data given to ``prepare_likelihood``); the estimate is
+    computed once and reused for every batch.
+    """
+
+    has_likelihood = True
+    exact_likelihood = False
+    num_classes = None
+    selection_metric = "reconstruction"
+    ais_temperatures = 10_000
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.log_z_estimate: AISEstimate | None = None
+
+    def embed(self, v: Tensor, y=None) -> Tensor:
+        return self.forward(v)
+
+    def encode(self, v: Tensor, y=None) -> Distribution:
+        return super().encode(v)
+
+    def decode(self, h: Tensor, y=None) -> Distribution:
+        return super().decode(h)
+
+    def reconstruct(self, v: Tensor, y=None) -> Tensor:
+        return super().reconstruct(v)
+
+    @torch.no_grad()
+    def sample(self, n: int, y=None, k: int = 1000) -> Tensor:
+        """Visible means after k Gibbs sweeps from random starts."""
+        v = super().sample(n, k=k)
+        return self.visible_given_hidden(self.forward(v)).mean
+
+    @torch.no_grad()
+    def prepare_likelihood(self, train_x: Tensor) -> AISEstimate:
+        self.log_z_estimate = self.ais_log_partition(num_chains=100, betas=self.ais_temperatures, data=train_x)
+        return self.log_z_estimate
+
+    @torch.no_grad()
+    def log_likelihood(self, v: Tensor, y=None, num_samples: int = 0) -> Tensor:
+        if self.log_z_estimate is None:
+            self.prepare_likelihood(v)
+        return -self.free_energy(v) - self.log_z_estimate.log_z
+
+    @torch.no_grad()
+    def evaluation_terms(self, v: Tensor, y=None) -> dict[str, Tensor]:
+        """Squared error of the mean-field up-down pass, and the free energy F(v) (nats)."""
+        return {"reconstruction": ((v - self.reconstruct(v)) ** 2).sum(-1), "free_energy": self.free_energy(v)}
+
+    def filters(self) -> Tensor:
+        """The weights into each hidden unit (H, V), for figures."""
+        return self.weight.detach()
+
+
+def build_rbm(cfg, shape) -> RBMRunModel:
+    return RBMRunModel(shape.data_dim, cfg.latent_dim, visible=cfg.visible, hidden="bernoulli")
+
+
+def fit_rbm(model: RBMRunModel, x: Tensor, run_cfg, progress: bool = True) -> RBMRunModel:
+    """CD-k / PCD-k on shuffled index batches of the data tensor; epochs, batch size, learning rate and
+    weight decay from the training settings, k, persistence and momentum from the model settings."""
+    from tqdm.auto import tqdm
+
+    cfg, train_cfg = run_cfg.model, run_cfg.train
+    generator = torch.Generator(device=x.device).manual_seed(train_cfg.seed)
+    if cfg.visible == "bernoulli":
+        model.init_visible_bias(x)
+    n, b = len(x), train_cfg.batch_size
+    bar = tqdm(range(train_cfg.epochs), desc="CD" if not cfg.persistent else "PCD", disable=not progress, leave=False)
+    for epoch in bar:
+        order = torch.randperm(n, generator=generator, device=x.device)
+        error = torch.zeros((), device=x.device)
+        for start in range(0, n - b + 1, b):
+            stats = model.cd_step(x[order[start:start + b]], cfg.cd_steps, persistent=cfg.persistent,
+                                  learning_rate=train_cfg.lr, momentum=cfg.momentum,
+                                  weight_decay=train_cfg.weight_decay)
+            error += stats["reconstruction_error"]
+        bar.set_postfix(reconstruction_error=f"{float(error) / max(1, n // b):.2f}")
+    return model

@@ -20,8 +20,10 @@ from torch.distributions import Distribution
 
 from ..config import DataShape, ModelConfig
 from ..errors import AekitError
+from ..latents import PointLatent
 from ..objectives import KLSchedule, free_bits, kl_per_dimension, kl_term, log_mean_exp
 from ..priors import PRIORS
+from ..regularizers import CODE_ACTIVATIONS, Corruption, Penalty, build_corruption, build_penalties
 from .parts import Decoder, Encoder, LossOutput, build_decoder, build_encoder
 
 # Elements of decoder output per chunk when estimating log p(x) with many samples: bounds memory
@@ -45,17 +47,33 @@ class _Conditioning(nn.Module):
 
 
 class Autoencoder(_Conditioning):
-    """Deterministic autoencoder: z = f(x), p(x|z) a likelihood head; loss = −log p(x|z) per example."""
+    """Deterministic autoencoder: z = f(x), p(x|z) a likelihood head, with optional regularizers.
+
+    f = code activation ∘ encoder (identity or sigmoid). Per-example training loss (B,):
+
+        −log p(x | z = f(x̃)) + Σ_k λ_k Ω_k(x̃, z),     x̃ ~ q(x̃|x) in training mode, x̃ = x otherwise.
+
+    The decoder's target is always the clean x. Without a corruption and penalties this is the plain
+    ``ae``: −log p(x | f(x)). ``corruption`` gives the denoising autoencoder (Vincent et al. 2008);
+    ``penalties`` the sparse (λ‖z‖₁, or β Σ_j KL(ρ ‖ ρ̂_j)) and contractive (λ‖J_f(x̃)‖²_F, Rifai et al.
+    2011) ones, taken at the input the encoder saw (see :mod:`aekit.regularizers`). The terms dict
+    holds the reconstruction and each penalty unweighted, under its name.
+    """
 
     has_likelihood = False
     selection_metric = "reconstruction"  # validation figure that picks the best weights
 
-    def __init__(self, encoder: Encoder, decoder: Decoder, num_classes: int | None = None):
+    def __init__(self, encoder: Encoder, decoder: Decoder, num_classes: int | None = None, *,
+                 code_activation: nn.Module | None = None, corruption: Corruption | None = None,
+                 penalties: tuple[Penalty, ...] = ()):
         super().__init__(num_classes)
         self.encoder, self.decoder = encoder, decoder
+        self.code_activation = code_activation if code_activation is not None else nn.Identity()
+        self.corruption = corruption  # None: the encoder sees the clean x
+        self.penalties = tuple(penalties)
 
     def encode(self, x, y=None) -> torch.Tensor:
-        return self.encoder(x, self.cond(y))
+        return self.code_activation(self.encoder(x, self.cond(y)))
 
     def decode(self, z, y=None) -> Distribution:
         return self.decoder(z, self.cond(y))
@@ -66,12 +84,32 @@ class Autoencoder(_Conditioning):
     def reconstruct(self, x, y=None) -> torch.Tensor:
         return self.decode(self.encode(x, y), y).mean
 
+    def _objective(self, x_in, x, y) -> LossOutput:
+        """−log p(x | f(x_in)) + Σ weight·penalty, per example; terms unweighted."""
+        z = self.encode(x_in, y)
+        rec = -self.decode(z, y).log_prob(x)  # (B,): the target is the clean x
+        total, terms = rec, {"reconstruction": rec}
+        for penalty in self.penalties:
+            value = penalty(x_in, z, self.encode)  # (B,); encode is applied to single rows by autograd penalties
+            terms[penalty.name] = value
+            total = total + penalty.weight * value
+        return LossOutput(total, terms)
+
     def loss(self, x, y=None, step: int = 0) -> LossOutput:
-        rec = -self.decode(self.encode(x, y), y).log_prob(x)  # (B,)
-        return LossOutput(rec, {"reconstruction": rec})
+        corrupt = self.training and self.corruption is not None
+        return self._objective(self.corruption.corrupt(x) if corrupt else x, x, y)
 
     def evaluation_terms(self, x, y=None) -> dict[str, torch.Tensor]:
-        return {"reconstruction": self.loss(x, y).total}
+        """The clean reconstruction −log p(x | f(x)) and the penalties at x, per example (never corrupted)."""
+        return self._objective(x, x, y).terms
+
+    def encoder_filters(self) -> torch.Tensor | None:
+        """The encoder's first-layer weights (H, D_in) when it begins with a fully connected layer on x
+        (an MLP body, or a single layer); None for a conv body. Row h is unit h's filter."""
+        for module in self.encoder.modules():
+            if next(module.parameters(recurse=False), None) is not None:  # the first layer with weights
+                return module.weight.detach() if isinstance(module, nn.Linear) else None
+        return None
 
     def sample(self, n: int, y=None) -> torch.Tensor:
         raise AekitError("a plain autoencoder has no prior p(z) to sample from; train a vae to generate")
@@ -171,7 +209,24 @@ class VAE(Autoencoder):
 
 
 def _build_ae(cfg: ModelConfig, shape: DataShape) -> Autoencoder:
-    return Autoencoder(build_encoder(cfg, shape, "point"), build_decoder(cfg, shape))
+    """ae, dae, sparse-ae, cae: one Autoencoder with the regularizers the config asks for.
+
+    An MLP with no hidden layers (``hidden_dims=()``) is a single-layer encoder z = f(Wx + b); with a
+    sigmoid code that is the contractive autoencoder of Rifai et al., whose penalty has a closed form.
+    """
+    single_layer = cfg.body == "mlp" and not cfg.hidden_dims
+    if single_layer:
+        from .linear import IdentityBody  # imported here: linear.py imports this module
+
+        encoder = Encoder(IdentityBody(shape.data_dim), PointLatent(shape.data_dim, cfg.latent_dim))
+    else:
+        encoder = build_encoder(cfg, shape, "point")
+    sigmoid_layer = encoder.head.proj if single_layer and cfg.code_activation == "sigmoid" else None
+    penalties = build_penalties(sparsity=cfg.sparsity, sparsity_weight=cfg.sparsity_weight,
+                                sparsity_target=cfg.sparsity_target, contractive_weight=cfg.contractive_weight,
+                                sigmoid_layer=sigmoid_layer)
+    return Autoencoder(encoder, build_decoder(cfg, shape), code_activation=CODE_ACTIVATIONS[cfg.code_activation](),
+                       corruption=build_corruption(cfg.corruption, cfg.corruption_level), penalties=penalties)
 
 
 def _build_vae(cfg: ModelConfig, shape: DataShape, *, objective="elbo", conditional=False) -> VAE:
