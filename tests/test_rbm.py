@@ -40,7 +40,7 @@ def all_states(n):
 
 def visible_data(rbm, n, seed=1):
     g = torch.Generator().manual_seed(seed)
-    if rbm.config.visible == "bernoulli":
+    if rbm.rbm_config.visible == "bernoulli":
         return torch.bernoulli(torch.full((n, rbm.num_visible), 0.5, dtype=torch.float64), generator=g)
     return torch.randn(n, rbm.num_visible, dtype=torch.float64, generator=g)
 
@@ -303,7 +303,7 @@ def test_init_visible_bias_matches_the_data_base_rates(visible):
 
 def test_config_round_trip_rebuilds_the_model():
     rbm = make_rbm(5, 3, "gaussian", "linear")
-    copy = RBM.from_config(vars(rbm.config), dtype=torch.float64)
+    copy = RBM.from_config(vars(rbm.rbm_config), dtype=torch.float64)
     copy.load_state_dict(rbm.state_dict())
     v = visible_data(rbm, 4)
     torch.testing.assert_close(copy.free_energy(v), rbm.free_energy(v))

@@ -23,10 +23,11 @@ def build_config(model: str = "vae", data: str = "digits", base: dict | None = N
     ``seed`` is the training seed; ``data_seed`` fixes the split. ``base`` is a nested dict
     (a config file's content) that the keyword settings override.
     """
-    from .models import KIND_DEFAULTS
+    from .models import KIND_DEFAULTS, TRAIN_DEFAULTS
 
     sections: dict[str, dict[str, Any]] = {k: dict((base or {}).get(k, {})) for k in ("model", "data", "train")}
     sections["model"] = {**KIND_DEFAULTS.get(model, {}), **sections["model"], "kind": model}
+    sections["train"] = {**TRAIN_DEFAULTS.get(model, {}), **sections["train"]}
     sections["data"]["name"] = data
     for key, value in settings.items():
         if value is None:

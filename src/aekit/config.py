@@ -54,6 +54,10 @@ class ModelConfig:
     method: str = "closed-form"             # how ppca is fitted: closed-form | em
     max_iter: int = 500                     # iteration cap of iterative fits (EM)
     tol: float = 1e-6                       # relative log-likelihood change that ends EM
+    cd_steps: int = 1                       # k of CD-k: Gibbs steps in the negative phase (rbm)
+    persistent: bool = False                # persistent CD (Tieleman 2008): chains carried across updates (rbm)
+    pretrain: str = "none"                  # deep-ae initialization: none | rbm (greedy layer-wise CD-1)
+    pretrain_epochs: int = 10               # CD epochs per RBM layer when pretraining
     corruption: str = "none"                # ae input noise, training only: none | gaussian | salt-pepper | masking
     corruption_level: float = 0.25          # σ of gaussian; the fraction ν of entries hit by salt-pepper / masking
     code_activation: str = "identity"       # on the ae code: identity | sigmoid (codes in (0, 1))
@@ -73,6 +77,10 @@ class ModelConfig:
         _check(self.sigma > 0, f"sigma must be > 0, got {self.sigma}")
         _check(self.max_iter >= 1, f"max_iter must be >= 1, got {self.max_iter}")
         _check(self.tol > 0, f"tol must be > 0, got {self.tol}")
+        _check(self.cd_steps >= 1, f"cd_steps must be >= 1, got {self.cd_steps}")
+        _check(self.pretrain_epochs >= 1, f"pretrain_epochs must be >= 1, got {self.pretrain_epochs}")
+        if self.pretrain not in ("none", "rbm"):
+            raise unknown_choice("pretraining", self.pretrain, ("none", "rbm"))
         build_corruption(self.corruption, self.corruption_level)  # the name, and the level in its range
         if self.code_activation not in CODE_ACTIVATIONS:
             raise unknown_choice("code_activation", self.code_activation, CODE_ACTIVATIONS)
@@ -95,7 +103,8 @@ class TrainConfig:
     lr: float = 3e-3                 # Adam learning rate; with batch 256, the fastest to a given MNIST VAE loss of those tried (BENCHMARKS.md)
     betas: tuple[float, float] = (0.9, 0.999)  # Adam betas, e.g. 0.9,0.999
     eps: float = 1e-8                # Adam epsilon
-    weight_decay: float = 0.0
+    weight_decay: float = 0.0        # L2 penalty (Adam's weight_decay; the CD weight cost for rbm)
+    momentum: float = 0.5            # momentum of contrastive-divergence updates (rbm)
     lr_schedule: str = "none"        # none | cosine (to 0 over the run) | step (×0.1 at 50% and 75%)
     grad_clip: float | None = None   # max global gradient norm; None: no clipping
     patience: int | None = None      # early stopping: epochs without validation improvement

@@ -44,7 +44,7 @@ def evaluate_model(model, data, *, iw_samples: int = 1000, batch_size: int = 500
         if model.has_likelihood:
             qz = model.encode(x, y)
             means.append(qz.mean.double())
-            if isinstance(qz, torch.distributions.Independent):
+            if isinstance(qz, torch.distributions.Independent) and hasattr(model, "prior"):
                 kl_dims.append(kl_per_dimension(qz, model.prior()).double().sum(0))
     results["squared_error"] = float(sq_err) / n
     if getattr(model, "corruption", None) is not None:  # denoising models: the error from corrupted inputs
@@ -62,9 +62,14 @@ def evaluate_model(model, data, *, iw_samples: int = 1000, batch_size: int = 500
         results["active_units"] = int((mu.var(0, unbiased=True) > ACTIVE_UNIT_THRESHOLD).sum())
         results["latent_dim"] = int(mu.shape[1])
     if model.has_likelihood:
+        if iw_samples > 0 and hasattr(model, "prepare_likelihood"):
+            # e.g. an RBM's log Z by annealed importance sampling, from the training data's base rates
+            estimate = model.prepare_likelihood((reference if reference is not None else data).x)
+            results["log_partition"] = {"estimate": estimate.log_z, "lower": estimate.lower, "upper": estimate.upper}
         if iw_samples > 0:
             exact = getattr(model, "exact_likelihood", False)
-            results["log_px_method"] = "exact" if exact else f"importance sampling, k={iw_samples}"
+            results["log_px_method"] = getattr(model, "likelihood_method", None) or (
+                "exact" if exact else f"importance sampling, k={iw_samples}")
             total = torch.zeros((), dtype=torch.float64, device=data.x.device)
             # Smaller batches when k is large keep the time to the first progress update short.
             ll_batch = max(1, min(batch_size, 100))

@@ -223,7 +223,7 @@ def draw_run_figures(model, splits, out: Path, history: list[dict], n: int = 64,
             latent_dim = model.embed(x[:1], None if y is None else y[:1]).shape[-1]
             if latent_dim == 2 and model.has_likelihood:
                 save_image_grid(decoded_manifold(model), test.image_shape, out / "manifold.png", nrow=15)
-            if not model.has_likelihood and hasattr(model, "encoder_filters"):  # ae, dae, sparse-ae, cae, linear
+            if hasattr(model, "encoder_filters"):  # the autoencoders, the VAEs, the RBM
                 draw_autoencoder_figures(model, x, test.image_shape, out)
         else:
             save_point_comparison(test.x[:2000], model.reconstruct(test.x[:2000], None if test.y is None else test.y[:2000]),

@@ -32,7 +32,7 @@ from .data import BatchLoader, DataSplits, load_data
 from .errors import AekitError, unknown_choice
 from .latents import sharded_noise
 from .likelihoods import check_data_range
-from .models import FIT_PROCEDURES, build_model
+from .models import FIT_PROCEDURES, INITIALIZERS, build_model
 
 VALIDATION_SEED = 12345  # fixed noise for validation, so epochs are compared on equal terms
 VALIDATION_BATCH = 1000
@@ -167,9 +167,12 @@ def fit(cfg: RunConfig, out: str | Path, *, resume: bool = False, splits: DataSp
             if is_writer:
                 print(f"{out}: training had stopped early at step {step}; nothing to resume")
             return model
-    elif is_writer:
-        out.mkdir(parents=True, exist_ok=True)
-        runs.save_config(out, cfg)
+    else:
+        if cfg.model.kind in INITIALIZERS:
+            INITIALIZERS[cfg.model.kind](model, splits.train.x, cfg, progress=tc.progress and is_writer)
+        if is_writer:
+            out.mkdir(parents=True, exist_ok=True)
+            runs.save_config(out, cfg)
     if step >= total_steps:
         if is_writer:
             print(f"{out}: already trained for {step} steps ({num_epochs} epochs); raise --epochs to continue")

@@ -4,7 +4,10 @@
 Models solved by a procedure other than gradient descent (closed form, EM, contrastive divergence)
 also register that procedure in ``FIT_PROCEDURES``: ``fit(model, x_train, run_cfg, progress)`` fills in
 the freshly built ``model`` and returns it.
-``KIND_DEFAULTS`` holds the settings a kind needs unless the user says otherwise.
+Models whose gradient training starts from an initialization procedure (layer-wise RBM
+pretraining) register it in ``INITIALIZERS``: ``init(model, x_train, run_cfg, progress)``.
+``KIND_DEFAULTS`` holds the settings a kind needs unless the user says otherwise, by config section;
+``TRAIN_DEFAULTS`` the training settings (an RBM's CD learning rate is not Adam's).
 """
 
 from __future__ import annotations
@@ -17,6 +20,28 @@ from .vae import MODEL_BUILDERS as _VAE_BUILDERS
 from .vae import MODEL_HELP as _VAE_HELP
 from .vae import VAE, Autoencoder  # noqa: F401
 
+
+# rbm.py imports scikit-learn (for its estimator face), which takes seconds: import it only when used.
+def _build_rbm(cfg, shape):
+    from .rbm import build_rbm
+    return build_rbm(cfg, shape)
+
+
+def _fit_rbm(model, x, run_cfg, progress=True):
+    from .rbm import fit_rbm
+    return fit_rbm(model, x, run_cfg, progress)
+
+
+def _build_deep_ae(cfg, shape):
+    from .deep_ae import build_deep_ae
+    return build_deep_ae(cfg, shape)
+
+
+def _pretrain_deep_ae(model, x, run_cfg, progress=True):
+    from .deep_ae import pretrain_deep_ae
+    return pretrain_deep_ae(model, x, run_cfg, progress)
+
+
 MODEL_BUILDERS = {
     **_VAE_BUILDERS,
     "linear-ae": build_linear_ae,
@@ -25,6 +50,8 @@ MODEL_BUILDERS = {
     "dae": _VAE_BUILDERS["ae"],
     "sparse-ae": _VAE_BUILDERS["ae"],
     "cae": _VAE_BUILDERS["ae"],
+    "rbm": _build_rbm,
+    "deep-ae": _build_deep_ae,
 }
 MODEL_HELP = {
     **_VAE_HELP,
@@ -34,8 +61,11 @@ MODEL_HELP = {
     "dae": "denoising ae: corrupted input, clean target (--corruption masking | salt-pepper | gaussian)",
     "sparse-ae": "sparse ae: sigmoid code, KL(rho || mean activation) penalty (--sparsity kl | l1)",
     "cae": "contractive ae: penalty on the encoder Jacobian's Frobenius norm (--contractive-weight)",
+    "rbm": "restricted Boltzmann machine, CD-k / PCD (--cd-steps, --persistent); --likelihood = visible units",
+    "deep-ae": "deep autoencoder (Hinton & Salakhutdinov 2006), --pretrain rbm for layer-wise RBM pretraining",
 }
-FIT_PROCEDURES = {"pca": fit_pca, "ppca": fit_ppca}
+FIT_PROCEDURES = {"pca": fit_pca, "ppca": fit_ppca, "rbm": _fit_rbm}
+INITIALIZERS = {"deep-ae": _pretrain_deep_ae}
 KIND_DEFAULTS = {
     "linear-ae": {"likelihood": "gaussian"},
     "pca": {"likelihood": "gaussian"},
@@ -43,6 +73,12 @@ KIND_DEFAULTS = {
     "dae": {"corruption": "masking", "corruption_level": 0.25},
     "sparse-ae": {"code_activation": "sigmoid", "sparsity": "kl", "sparsity_target": 0.05},
     "cae": {"code_activation": "sigmoid", "contractive_weight": 0.1},
+    "rbm": {"latent_dim": 500},
+    "deep-ae": {"hidden_dims": (1000, 500, 250), "latent_dim": 30, "likelihood": "bernoulli"},
+}
+TRAIN_DEFAULTS = {
+    # Hinton's practical guide (2010): CD learning rate 0.1 on batch means, mini-batches of 100
+    "rbm": {"lr": 0.1, "batch_size": 100, "epochs": 10},
 }
 FIXED_LIKELIHOOD = {"linear-ae", "pca", "ppca"}  # their likelihood is part of the model's definition
 

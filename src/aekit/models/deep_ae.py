@@ -111,8 +111,9 @@ def pretrain_rbm_stack(x: torch.Tensor, sizes: Sequence[int], *, epochs: int, ba
     return rbms
 
 
-def pretrain_deep_ae(model: DeepAutoencoder, x: torch.Tensor, cfg: ModelConfig, progress: bool = True) -> None:
-    """The ``deep-ae`` initializer: RBM pretraining when ``cfg.pretrain == "rbm"``, else nothing."""
+def pretrain_deep_ae(model: DeepAutoencoder, x: torch.Tensor, run_cfg, progress: bool = True) -> None:
+    """The ``deep-ae`` initializer: RBM pretraining when ``pretrain == "rbm"``, else nothing."""
+    cfg = run_cfg.model
     if cfg.pretrain == "none":
         return
     sizes = [x.shape[1], *cfg.hidden_dims, cfg.latent_dim]

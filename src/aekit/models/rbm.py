@@ -258,7 +258,7 @@ class RBM(nn.Module):
         dtype=None,
     ):
         super().__init__()
-        self.config = RBMConfig(num_visible, num_hidden, visible, hidden)
+        self.rbm_config = RBMConfig(num_visible, num_hidden, visible, hidden)
         self.visible_units = VISIBLE_UNITS[visible]
         self.hidden_units = HIDDEN_UNITS[hidden]
         factory = {"device": device, "dtype": dtype}
@@ -277,14 +277,14 @@ class RBM(nn.Module):
 
     @property
     def num_visible(self) -> int:
-        return self.config.num_visible
+        return self.rbm_config.num_visible
 
     @property
     def num_hidden(self) -> int:
-        return self.config.num_hidden
+        return self.rbm_config.num_hidden
 
     def extra_repr(self) -> str:
-        c = self.config
+        c = self.rbm_config
         return f"num_visible={c.num_visible}, num_hidden={c.num_hidden}, visible={c.visible!r}, hidden={c.hidden!r}"
 
     def _named_members_for_update(self):
@@ -953,6 +953,7 @@ class RBMRunModel(RBM):
 
     has_likelihood = True
     exact_likelihood = False
+    likelihood_method = "-F(v) - log Z, log Z by AIS (100 chains, 10000 temperatures)"
     num_classes = None
     selection_metric = "reconstruction"
     ais_temperatures = 10_000
@@ -995,13 +996,20 @@ class RBMRunModel(RBM):
         """Squared error of the mean-field up-down pass, and the free energy F(v) (nats)."""
         return {"reconstruction": ((v - self.reconstruct(v)) ** 2).sum(-1), "free_energy": self.free_energy(v)}
 
-    def filters(self) -> Tensor:
-        """The weights into each hidden unit (H, V), for figures."""
+    def encoder_filters(self) -> Tensor:
+        """The weights into each hidden unit (H, V), for the filters figure."""
         return self.weight.detach()
 
 
+VISIBLE_FOR_LIKELIHOOD = {"bernoulli": "bernoulli", "gaussian": "gaussian"}
+
+
 def build_rbm(cfg, shape) -> RBMRunModel:
-    return RBMRunModel(shape.data_dim, cfg.latent_dim, visible=cfg.visible, hidden="bernoulli")
+    """The visible units' conditional p(v|h) is the RBM's decoder likelihood, so ``--likelihood``
+    chooses them: bernoulli (data in [0, 1]) or gaussian (unit variance: standardize the data)."""
+    if cfg.likelihood not in VISIBLE_FOR_LIKELIHOOD:
+        raise unknown_choice("rbm visible units (--likelihood)", cfg.likelihood, VISIBLE_FOR_LIKELIHOOD)
+    return RBMRunModel(shape.data_dim, cfg.latent_dim, visible=VISIBLE_FOR_LIKELIHOOD[cfg.likelihood])
 
 
 def fit_rbm(model: RBMRunModel, x: Tensor, run_cfg, progress: bool = True) -> RBMRunModel:
@@ -1011,7 +1019,7 @@ def fit_rbm(model: RBMRunModel, x: Tensor, run_cfg, progress: bool = True) -> RB
 
     cfg, train_cfg = run_cfg.model, run_cfg.train
     generator = torch.Generator(device=x.device).manual_seed(train_cfg.seed)
-    if cfg.visible == "bernoulli":
+    if model.rbm_config.visible == "bernoulli":
         model.init_visible_bias(x)
     n, b = len(x), train_cfg.batch_size
     bar = tqdm(range(train_cfg.epochs), desc="CD" if not cfg.persistent else "PCD", disable=not progress, leave=False)
@@ -1020,7 +1028,7 @@ def fit_rbm(model: RBMRunModel, x: Tensor, run_cfg, progress: bool = True) -> RB
         error = torch.zeros((), device=x.device)
         for start in range(0, n - b + 1, b):
             stats = model.cd_step(x[order[start:start + b]], cfg.cd_steps, persistent=cfg.persistent,
-                                  learning_rate=train_cfg.lr, momentum=cfg.momentum,
+                                  learning_rate=train_cfg.lr, momentum=train_cfg.momentum,
                                   weight_decay=train_cfg.weight_decay)
             error += stats["reconstruction_error"]
         bar.set_postfix(reconstruction_error=f"{float(error) / max(1, n // b):.2f}")
