@@ -338,6 +338,9 @@ def main(argv: list[str] | None = None) -> int:
     except AekitError as e:
         print(f"aekit: error: {e}", file=sys.stderr)
         return 2
+    except BrokenPipeError:  # e.g. `aekit list | head`
+        sys.stderr.close()
+        return 0
     except KeyboardInterrupt:
         print("aekit: interrupted; a training run resumes with aekit train --resume RUN", file=sys.stderr)
         return 130

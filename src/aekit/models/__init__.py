@@ -81,6 +81,10 @@ TRAIN_DEFAULTS = {
     "rbm": {"lr": 0.1, "batch_size": 100, "epochs": 10},
 }
 FIXED_LIKELIHOOD = {"linear-ae", "pca", "ppca"}  # their likelihood is part of the model's definition
+# The autoencoder regularizers act on a deterministic code; elsewhere they would be silently ignored.
+AE_KINDS = {"ae", "dae", "sparse-ae", "cae"}
+AE_REGULARIZER_SETTINGS = {"corruption": "none", "code_activation": "identity", "sparsity": "none",
+                           "contractive_weight": 0.0}
 
 
 def build_model(cfg: ModelConfig, shape: DataShape):
@@ -93,4 +97,9 @@ def build_model(cfg: ModelConfig, shape: DataShape):
     if cfg.kind in ("linear-ae", "pca", "ppca") and not 1 <= cfg.latent_dim < shape.data_dim:
         raise AekitError(f"latent_dim must be below the data dimension for {cfg.kind}: "
                          f"1 <= latent_dim < {shape.data_dim}, got {cfg.latent_dim}")
+    if cfg.kind not in AE_KINDS:
+        used = [k for k, off in AE_REGULARIZER_SETTINGS.items() if getattr(cfg, k) != off]
+        if used:
+            raise AekitError(f"the settings {', '.join(used)} apply to the autoencoders (ae, dae, sparse-ae, cae), not to "
+                             f"{cfg.kind}; drop them or train an ae")
     return MODEL_BUILDERS[cfg.kind](cfg, shape)

@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 from ..config import DataShape, ModelConfig
-from ..errors import unknown_choice
+from ..errors import AekitError, unknown_choice
 from ..latents import LATENTS
 from ..likelihoods import build_likelihood
 from ..nets import BODIES, ConvDecoderBody, ConvEncoderBody, MLPDecoderBody, MLPEncoderBody
@@ -49,6 +49,8 @@ def build_encoder(cfg: ModelConfig, shape: DataShape, latent: str, cond_dim: int
     if cfg.body not in BODIES:
         raise unknown_choice("body", cfg.body, BODIES)
     if cfg.body == "conv":
+        if not cfg.hidden_dims:
+            raise AekitError("the conv body needs --hidden-dims with at least one width (its dense layer)")
         body = ConvEncoderBody(shape.image_shape, hidden=cfg.hidden_dims[-1], act=cfg.activation, cond_dim=cond_dim)
     else:
         body = MLPEncoderBody(shape.data_dim, cfg.hidden_dims, cfg.activation, cond_dim=cond_dim)
