@@ -73,6 +73,11 @@ class GaussianNoise:
         return f"{self.name}({self.level:g})"
 
 
+def _check_fraction(level: float, name: str, meaning: str) -> None:
+    if not 0 <= level <= 1:
+        raise AekitError(f"corruption_level must be in [0, 1] for {name} ({meaning}), got {level}")
+
+
 @dataclass(frozen=True)
 class SaltAndPepperNoise:
     """A random fraction ν (``level``) of the entries set to 0 or 1 with equal odds, the rest kept.
@@ -84,9 +89,7 @@ class SaltAndPepperNoise:
     name = "salt-pepper"
 
     def __post_init__(self):
-        if not 0 <= self.level <= 1:
-            raise AekitError(f"corruption_level must be in [0, 1] for salt-pepper (the fraction of entries set to "
-                             f"0 or 1), got {self.level}")
+        _check_fraction(self.level, "salt-pepper", "the fraction of entries set to 0 or 1")
 
     def corrupt(self, x: torch.Tensor) -> torch.Tensor:
         u = _uniform(x)
@@ -105,9 +108,7 @@ class MaskingNoise:
     name = "masking"
 
     def __post_init__(self):
-        if not 0 <= self.level <= 1:
-            raise AekitError(f"corruption_level must be in [0, 1] for masking (the fraction of entries set to 0), "
-                             f"got {self.level}")
+        _check_fraction(self.level, "masking", "the fraction of entries set to 0")
 
     def corrupt(self, x: torch.Tensor) -> torch.Tensor:
         return torch.where(_uniform(x) < self.level, 0.0, x)

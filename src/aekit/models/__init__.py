@@ -94,7 +94,7 @@ def build_model(cfg: ModelConfig, shape: DataShape):
         raise unknown_choice("prior", cfg.prior, PRIORS)
     if cfg.kind in FIXED_LIKELIHOOD and cfg.likelihood != "gaussian":
         raise AekitError(f"{cfg.kind} is defined with a Gaussian likelihood (squared error); drop --likelihood")
-    if cfg.kind in ("linear-ae", "pca", "ppca") and not 1 <= cfg.latent_dim < shape.data_dim:
+    if cfg.kind in FIXED_LIKELIHOOD and not 1 <= cfg.latent_dim < shape.data_dim:  # the linear models
         raise AekitError(f"latent_dim must be below the data dimension for {cfg.kind}: "
                          f"1 <= latent_dim < {shape.data_dim}, got {cfg.latent_dim}")
     if cfg.kind not in AE_KINDS:
