@@ -1,13 +1,18 @@
 import os
+import sys
 from pathlib import Path
 
-import pytest
-import torch
+REPO = Path(__file__).resolve().parents[1]
+# Test this checkout's sources (also in a git worktree beside an editable install of another one),
+# in this process and in the subprocesses the tests start.
+sys.path.insert(0, str(REPO / "src"))
+os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO / "src"), os.environ.get("PYTHONPATH")) if p)
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
 
 # Two cores on CI: keep intra-op threads modest so parallel helpers and subprocesses do not thrash.
 torch.set_num_threads(min(2, torch.get_num_threads()))
-
-REPO = Path(__file__).resolve().parents[1]
 
 
 def mnist_dir() -> Path | None:

@@ -10,7 +10,7 @@ from aekit import runs
 from aekit.cli import main
 from aekit.config import DataShape, ModelConfig
 from aekit.evaluate import evaluate_model
-from aekit.models import KIND_DEFAULTS, build_model
+from aekit.models import SPECS, build_model
 from aekit.regularizers import (GaussianNoise, MaskingNoise, SaltAndPepperNoise, corrupted_squared_error,
                                 jacobian_frobenius_norm, sigmoid_jacobian_norm)
 from aekit.trainer import prepare_data
@@ -21,7 +21,7 @@ SHAPE = DataShape(data_dim=64, image_shape=(1, 8, 8))
 
 def _model(kind="ae", **settings):
     torch.manual_seed(0)
-    cfg = ModelConfig(**{"hidden_dims": (32,), "latent_dim": 4, **KIND_DEFAULTS.get(kind, {}), **settings, "kind": kind})
+    cfg = ModelConfig(**{"hidden_dims": (32,), "latent_dim": 4, **SPECS[kind].defaults, **settings, "kind": kind})
     return build_model(cfg, SHAPE)
 
 
@@ -215,15 +215,15 @@ def test_cli_dae_writes_denoising_and_filter_figures(tmp_path, capsys):
 
 @pytest.mark.parametrize("argv, match", [
     (["dae", "--corruption", "blur"], "unknown corruption 'blur'; choose one of: gaussian, masking, none, salt-pepper"),
-    (["dae", "--corruption-level", "1.5"], "corruption_level must be in [0, 1] for masking"),
-    (["ae", "--corruption", "salt-pepper", "--corruption-level", "-0.1"], "corruption_level must be in [0, 1] for salt-pepper"),
-    (["dae", "--corruption", "gaussian", "--corruption-level", "-1"], "corruption_level must be a finite σ >= 0"),
-    (["sparse-ae", "--sparsity-target", "1"], "sparsity_target must be in (0, 1)"),
-    (["sparse-ae", "--sparsity-target", "0"], "sparsity_target must be in (0, 1)"),
-    (["ae", "--sparsity", "kl"], "sparsity kl needs codes in (0, 1): set code_activation to sigmoid"),
+    (["dae", "--corruption-level", "1.5"], "--corruption-level must be in [0, 1] for masking"),
+    (["ae", "--corruption", "salt-pepper", "--corruption-level", "-0.1"], "--corruption-level must be in [0, 1] for salt-pepper"),
+    (["dae", "--corruption", "gaussian", "--corruption-level", "-1"], "--corruption-level must be a finite σ >= 0"),
+    (["sparse-ae", "--sparsity-target", "1"], "--sparsity-target must be in (0, 1)"),
+    (["sparse-ae", "--sparsity-target", "0"], "--sparsity-target must be in (0, 1)"),
+    (["ae", "--sparsity", "kl"], "--sparsity kl needs codes in (0, 1): set --code-activation sigmoid"),
     (["ae", "--sparsity", "l2"], "unknown sparsity 'l2'; choose one of: kl, l1, none"),
     (["ae", "--code-activation", "relu"], "unknown code_activation 'relu'; choose one of: identity, sigmoid"),
-    (["cae", "--contractive-weight", "-1"], "contractive_weight must be >= 0"),
+    (["cae", "--contractive-weight", "-1"], "--contractive-weight must be >= 0"),
 ])
 def test_bad_regularizer_settings_give_one_line(capsys, tmp_path, argv, match):
     code = main(["train", *argv, "--out", str(tmp_path / "x")])

@@ -23,11 +23,12 @@ def build_config(model: str = "vae", data: str = "digits", base: dict | None = N
     ``seed`` is the training seed; ``data_seed`` fixes the split. ``base`` is a nested dict
     (a config file's content) that the keyword settings override.
     """
-    from .models import KIND_DEFAULTS, TRAIN_DEFAULTS
+    from .models import get_spec, validate
 
+    spec = get_spec(model)
     sections: dict[str, dict[str, Any]] = {k: dict((base or {}).get(k, {})) for k in ("model", "data", "train")}
-    sections["model"] = {**KIND_DEFAULTS.get(model, {}), **sections["model"], "kind": model}
-    sections["train"] = {**TRAIN_DEFAULTS.get(model, {}), **sections["train"]}
+    sections["model"] = {**spec.defaults, **sections["model"], "kind": model}
+    sections["train"] = {**spec.train_defaults, **sections["train"]}
     sections["data"]["name"] = data
     for key, value in settings.items():
         if value is None:
@@ -43,7 +44,11 @@ def build_config(model: str = "vae", data: str = "digits", base: dict | None = N
         else:
             valid = sorted(_MODEL_FIELDS | _DATA_FIELDS | _TRAIN_FIELDS | {"data_seed"})
             raise AekitError(f"unknown setting '{key}'; valid settings: {', '.join(valid)}")
-    return RunConfig.from_dict(sections)
+    if sections["data"].get("data_dir") is not None:  # stored absolute: a run resumes from any folder
+        sections["data"]["data_dir"] = str(Path(sections["data"]["data_dir"]).expanduser().resolve())
+    cfg = RunConfig.from_dict(sections)
+    validate(cfg)
+    return cfg
 
 
 def train(model: str = "vae", data: str = "digits", out: str | Path | None = None, **settings: Any):

@@ -25,13 +25,17 @@ def _check(cond: bool, msg: str) -> None:
 class DataConfig:
     name: str = "digits"            # registered data set, or a path to .npy/.npz/.csv
     data_dir: str | None = None     # folder with the raw files (mnist IDX); None: $AEKIT_DATA_DIR or the cache
-    binarize: str = "none"          # none | dynamic (resampled each epoch) | static (fixed seed)
+    binarize: str = "auto"          # auto (dynamic for a likelihood model with Bernoulli pixels on grey data, else none) | none | dynamic (resampled each epoch) | static (fixed seed)
     val_fraction: float = 0.1       # share of the training set held out for validation
     labels: str | None = None       # optional label file for user data
     seed: int = 0                   # fixes the split and static binarization
 
+    BINARIZE = ("auto", "none", "dynamic", "static")
+
     def __post_init__(self):
-        _check(0 < self.val_fraction < 1, f"val_fraction must be in (0, 1), got {self.val_fraction}")
+        _check(0 < self.val_fraction < 1, f"--val-fraction must be in (0, 1), got {self.val_fraction}")
+        if self.binarize not in self.BINARIZE:
+            raise unknown_choice("binarization", self.binarize, self.BINARIZE)
 
 
 @dataclass(frozen=True)
@@ -68,17 +72,17 @@ class ModelConfig:
 
     def __post_init__(self):
         object.__setattr__(self, "hidden_dims", tuple(int(h) for h in self.hidden_dims))
-        _check(self.latent_dim >= 1, f"latent_dim must be >= 1, got {self.latent_dim}")
-        _check(all(h >= 1 for h in self.hidden_dims), f"hidden_dims must be positive, got {self.hidden_dims}")
-        _check(self.beta >= 0, f"beta must be >= 0, got {self.beta}")
-        _check(self.free_bits >= 0, f"free_bits must be >= 0, got {self.free_bits}")
-        _check(self.mc_samples >= 1, f"mc_samples must be >= 1, got {self.mc_samples}")
-        _check(self.iw_samples >= 1, f"iw_samples must be >= 1, got {self.iw_samples}")
-        _check(self.sigma > 0, f"sigma must be > 0, got {self.sigma}")
-        _check(self.max_iter >= 1, f"max_iter must be >= 1, got {self.max_iter}")
-        _check(self.tol > 0, f"tol must be > 0, got {self.tol}")
-        _check(self.cd_steps >= 1, f"cd_steps must be >= 1, got {self.cd_steps}")
-        _check(self.pretrain_epochs >= 1, f"pretrain_epochs must be >= 1, got {self.pretrain_epochs}")
+        _check(self.latent_dim >= 1, f"--latent-dim must be >= 1, got {self.latent_dim}")
+        _check(all(h >= 1 for h in self.hidden_dims), f"--hidden-dims must be positive, got {self.hidden_dims}")
+        _check(self.beta >= 0, f"--beta must be >= 0, got {self.beta}")
+        _check(self.free_bits >= 0, f"--free-bits must be >= 0, got {self.free_bits}")
+        _check(self.mc_samples >= 1, f"--mc-samples must be >= 1, got {self.mc_samples}")
+        _check(self.iw_samples >= 1, f"--iw-samples must be >= 1, got {self.iw_samples}")
+        _check(self.sigma > 0, f"--sigma must be > 0, got {self.sigma}")
+        _check(self.max_iter >= 1, f"--max-iter must be >= 1, got {self.max_iter}")
+        _check(self.tol > 0, f"--tol must be > 0, got {self.tol}")
+        _check(self.cd_steps >= 1, f"--cd-steps must be >= 1, got {self.cd_steps}")
+        _check(self.pretrain_epochs >= 1, f"--pretrain-epochs must be >= 1, got {self.pretrain_epochs}")
         if self.pretrain not in ("none", "rbm"):
             raise unknown_choice("pretraining", self.pretrain, ("none", "rbm"))
         build_corruption(self.corruption, self.corruption_level)  # the name, and the level in its range
@@ -86,12 +90,12 @@ class ModelConfig:
             raise unknown_choice("code_activation", self.code_activation, CODE_ACTIVATIONS)
         if self.sparsity not in SPARSITY_PENALTIES:
             raise unknown_choice("sparsity", self.sparsity, SPARSITY_PENALTIES)
-        _check(self.sparsity_weight >= 0, f"sparsity_weight must be >= 0, got {self.sparsity_weight}")
-        _check(0 < self.sparsity_target < 1, f"sparsity_target must be in (0, 1) (the target mean activation ρ), "
+        _check(self.sparsity_weight >= 0, f"--sparsity-weight must be >= 0, got {self.sparsity_weight}")
+        _check(0 < self.sparsity_target < 1, f"--sparsity-target must be in (0, 1) (the target mean activation ρ), "
                                              f"got {self.sparsity_target}")
         _check(self.sparsity != "kl" or self.code_activation == "sigmoid",
-               f"sparsity kl needs codes in (0, 1): set code_activation to sigmoid, got '{self.code_activation}'")
-        _check(self.contractive_weight >= 0, f"contractive_weight must be >= 0, got {self.contractive_weight}")
+               f"--sparsity kl needs codes in (0, 1): set --code-activation sigmoid, got '{self.code_activation}'")
+        _check(self.contractive_weight >= 0, f"--contractive-weight must be >= 0, got {self.contractive_weight}")
 
 
 @dataclass(frozen=True)
@@ -111,24 +115,30 @@ class TrainConfig:
     seed: int = 0                    # initialization, shuffling, sampling
     device: str = "auto"             # auto (cuda when present) | cpu | cuda | cuda:N
     amp: bool = False                # bfloat16 autocast on GPU
-    figures: str = "epoch"           # when to draw figures: epoch | end | none
-    progress: bool = True            # progress bars
+    figures: str = "auto"            # when to draw figures: auto (at most every --figure-seconds, and at the end) | epoch | end | none
+    figure_seconds: float = 30.0     # with figures auto: seconds of training between two drawings
+    checkpoint_seconds: float = 600.0  # a checkpoint mid-epoch once this many seconds passed since the last (and one every epoch)
+    progress: bool = True            # progress bars (only when the output is a terminal)
+    threads: int | None = None       # CPU threads for torch; None: all cores, 1 for small models (see aekit.threads)
 
     LR_SCHEDULES = ("none", "cosine", "step")
-    FIGURES = ("epoch", "end", "none")
+    FIGURES = ("auto", "epoch", "end", "none")
 
     def __post_init__(self):
         object.__setattr__(self, "betas", tuple(float(b) for b in self.betas))
-        _check(self.epochs >= 1, f"epochs must be >= 1, got {self.epochs}")
-        _check(self.steps is None or self.steps >= 1, f"steps must be >= 1, got {self.steps}")
-        _check(self.batch_size >= 1, f"batch_size must be >= 1, got {self.batch_size}")
-        _check(self.lr > 0, f"lr must be > 0, got {self.lr}")
-        _check(self.grad_clip is None or self.grad_clip > 0, f"grad_clip must be > 0, got {self.grad_clip}")
-        _check(self.patience is None or self.patience >= 1, f"patience must be >= 1, got {self.patience}")
+        _check(self.epochs >= 1, f"--epochs must be >= 1, got {self.epochs}")
+        _check(self.steps is None or self.steps >= 1, f"--steps must be >= 1, got {self.steps}")
+        _check(self.batch_size >= 1, f"--batch-size must be >= 1, got {self.batch_size}")
+        _check(self.lr > 0, f"--lr must be > 0, got {self.lr}")
+        _check(self.grad_clip is None or self.grad_clip > 0, f"--grad-clip must be > 0, got {self.grad_clip}")
+        _check(self.patience is None or self.patience >= 1, f"--patience must be >= 1, got {self.patience}")
         if self.lr_schedule not in self.LR_SCHEDULES:
             raise unknown_choice("lr schedule", self.lr_schedule, self.LR_SCHEDULES)
         if self.figures not in self.FIGURES:
             raise unknown_choice("figures setting", self.figures, self.FIGURES)
+        _check(self.figure_seconds >= 0, f"--figure-seconds must be >= 0, got {self.figure_seconds}")
+        _check(self.checkpoint_seconds > 0, f"--checkpoint-seconds must be > 0, got {self.checkpoint_seconds}")
+        _check(self.threads is None or self.threads >= 1, f"--threads must be >= 1, got {self.threads}")
 
 
 @dataclass(frozen=True)
@@ -138,6 +148,7 @@ class DataShape:
     data_dim: int
     image_shape: tuple[int, int, int] | None = None
     num_classes: int | None = None
+    levels: int | None = None   # L when every value is one of k/(L−1), k = 0..L−1 (2: binary, 256: 8-bit); None: continuous
 
     def __post_init__(self):
         if self.image_shape is not None:
@@ -154,8 +165,13 @@ class RunConfig:
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
+    SECTIONS = ("model", "data", "train", "shape")
+
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "RunConfig":
+        unknown = sorted(set(d) - set(cls.SECTIONS))
+        if unknown:
+            raise AekitError(f"unknown config section(s) {unknown}; valid sections: {', '.join(cls.SECTIONS)}")
         try:
             shape = d.get("shape")
             return cls(
@@ -192,4 +208,7 @@ def read_config_file(path: str | Path) -> dict[str, Any]:
         raise AekitError(f"config file {path} is not valid JSON ({e})") from None
     if not isinstance(d, dict):
         raise AekitError(f"config file {path} must hold a JSON object with sections model / data / train")
+    unknown = sorted(set(d) - {"model", "data", "train"})
+    if unknown:
+        raise AekitError(f"config file {path} has unknown section(s) {unknown}; valid sections: model, data, train")
     return d

@@ -21,6 +21,7 @@ import math
 import torch
 from tqdm.auto import tqdm
 
+from .capabilities import LOG_LIKELIHOOD, has
 from .objectives import kl_per_dimension
 from .trainer import VALIDATION_SEED, evaluate_terms
 
@@ -41,7 +42,7 @@ def evaluate_model(model, data, *, iw_samples: int = 1000, batch_size: int = 500
         x = data.x[start:start + batch_size]
         y = None if data.y is None else data.y[start:start + batch_size]
         sq_err += ((x - model.reconstruct(x, y)) ** 2).sum(-1).double().sum()
-        if model.has_likelihood:
+        if has(model, LOG_LIKELIHOOD):
             qz = model.encode(x, y)
             means.append(qz.mean.double())
             if isinstance(qz, torch.distributions.Independent) and hasattr(model, "prior"):
@@ -61,7 +62,7 @@ def evaluate_model(model, data, *, iw_samples: int = 1000, batch_size: int = 500
         mu = torch.cat(means)  # (N, J)
         results["active_units"] = int((mu.var(0, unbiased=True) > ACTIVE_UNIT_THRESHOLD).sum())
         results["latent_dim"] = int(mu.shape[1])
-    if model.has_likelihood:
+    if has(model, LOG_LIKELIHOOD):
         if iw_samples > 0 and hasattr(model, "prepare_likelihood"):
             # e.g. an RBM's log Z by annealed importance sampling, from the training data's base rates
             estimate = model.prepare_likelihood((reference if reference is not None else data).x)

@@ -17,6 +17,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
+from .capabilities import SAMPLE, has  # noqa: E402
+
 from .runs import atomic_write  # noqa: E402
 
 FIGURE_SEED = 2024
@@ -207,7 +209,7 @@ def draw_run_figures(model, splits, out: Path, history: list[dict], n: int = 64,
         x, y = test.x[:n], None if test.y is None else test.y[:n]
         recon = model.reconstruct(x, y)
         samples = None
-        if model.has_likelihood:
+        if has(model, SAMPLE):
             labels = None
             if model.num_classes:
                 labels = torch.arange(n, device=device) % model.num_classes
@@ -221,7 +223,7 @@ def draw_run_figures(model, splits, out: Path, history: list[dict], n: int = 64,
                 nrow = model.num_classes if model.num_classes else 8
                 save_image_grid(samples, test.image_shape, out / "samples.png", nrow=nrow)
             latent_dim = model.embed(x[:1], None if y is None else y[:1]).shape[-1]
-            if latent_dim == 2 and model.has_likelihood:
+            if latent_dim == 2 and has(model, SAMPLE):
                 save_image_grid(decoded_manifold(model), test.image_shape, out / "manifold.png", nrow=15)
             if hasattr(model, "encoder_filters"):  # the autoencoders, the VAEs, the RBM
                 draw_autoencoder_figures(model, x, test.image_shape, out)

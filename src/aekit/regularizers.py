@@ -64,7 +64,7 @@ class GaussianNoise:
 
     def __post_init__(self):
         if not (math.isfinite(self.level) and self.level >= 0):
-            raise AekitError(f"corruption_level must be a finite σ >= 0 for gaussian (the noise std), got {self.level}")
+            raise AekitError(f"--corruption-level must be a finite σ >= 0 for gaussian (the noise std), got {self.level}")
 
     def corrupt(self, x: torch.Tensor) -> torch.Tensor:
         return x + self.level * standard_normal(x.shape, x, batch_dim=0)
@@ -75,7 +75,7 @@ class GaussianNoise:
 
 def _check_fraction(level: float, name: str, meaning: str) -> None:
     if not 0 <= level <= 1:
-        raise AekitError(f"corruption_level must be in [0, 1] for {name} ({meaning}), got {level}")
+        raise AekitError(f"--corruption-level must be in [0, 1] for {name} ({meaning}), got {level}")
 
 
 @dataclass(frozen=True)
@@ -200,7 +200,7 @@ class KLSparsityPenalty:
 
     def __post_init__(self):
         if not 0 < self.target < 1:
-            raise AekitError(f"sparsity_target must be in (0, 1) (the target mean activation ρ), got {self.target}")
+            raise AekitError(f"--sparsity-target must be in (0, 1) (the target mean activation ρ), got {self.target}")
 
     def __call__(self, x: torch.Tensor, z: torch.Tensor, encode: Encode) -> torch.Tensor:
         rho_hat = z.mean(0).clamp(_RHO_HAT_FLOOR, 1 - _RHO_HAT_FLOOR)  # (J,)

@@ -28,11 +28,11 @@ from tqdm.auto import tqdm
 
 from . import runs
 from .config import DataShape, RunConfig
-from .data import BatchLoader, DataSplits, load_data
+from .data import BatchLoader, DataSplits, binarize_splits, load_data, value_levels
 from .errors import AekitError, unknown_choice
 from .latents import sharded_noise
 from .likelihoods import check_data_range
-from .models import FIT_PROCEDURES, INITIALIZERS, build_model
+from .models import build_model, get_spec
 
 VALIDATION_SEED = 12345  # fixed noise for validation, so epochs are compared on equal terms
 VALIDATION_BATCH = 1000
@@ -64,10 +64,18 @@ def resolve_device(spec: str, local_rank: int = 0) -> torch.device:
 
 
 def prepare_data(cfg: RunConfig, device: torch.device | None = None) -> DataSplits:
-    """Load the configured data, check it suits the model, and move it to ``device``."""
+    """Load the configured data, check it suits the model, and move it to ``device``.
+
+    ``binarize="auto"`` is resolved here (see :func:`resolve_binarization`); the trainer stores the
+    resolved value in the run's config, so evaluation later reads exactly the data training saw.
+    """
     d = cfg.data
-    splits = load_data(d.name, data_dir=d.data_dir, binarize=d.binarize, val_fraction=d.val_fraction,
-                       seed=d.seed, labels=d.labels)
+    splits = load_data(d.name, data_dir=d.data_dir, binarize="none" if d.binarize == "auto" else d.binarize,
+                       val_fraction=d.val_fraction, seed=d.seed, labels=d.labels)
+    if d.binarize == "auto":
+        resolved = resolve_binarization(cfg, splits)
+        if resolved != "none":
+            splits = binarize_splits(splits, resolved, d.seed)
     # Grey-level train data under dynamic binarization is binarized per batch, so [0, 1] suffices.
     check_data_range(cfg.model.likelihood, splits.train.x, f"the {d.name} data")
     if cfg.model.kind == "cvae" and splits.train.y is None:
@@ -75,19 +83,37 @@ def prepare_data(cfg: RunConfig, device: torch.device | None = None) -> DataSpli
     return splits.to(device) if device is not None else splits
 
 
+def resolve_binarization(cfg: RunConfig, splits: DataSplits) -> str:
+    """What ``binarize="auto"`` means for this model and data.
+
+    A Bernoulli likelihood is a distribution over binary data: on grey levels its "log-likelihood" is
+    a cross-entropy, not the log of a probability (on [0, 1] the Bernoulli "density" integrates to
+    between 1/8 and 1/2). So a model that reports log p(x) with Bernoulli pixels on grey data gets
+    dynamic binarization (Salakhutdinov & Murray 2008; Burda et al. 2016): train pixels resampled every
+    epoch, val and test binarized once. Models that report no likelihood (the autoencoders) keep the
+    grey values, with the cross-entropy as their reconstruction loss.
+    """
+    from .capabilities import LOG_LIKELIHOOD, has
+
+    if cfg.model.likelihood != "bernoulli" or value_levels(splits.train.x) in (2, None):
+        return "none"
+    model = build_model(cfg.model, data_shape(splits))
+    return "dynamic" if has(model, LOG_LIKELIHOOD) else "none"
+
+
 def data_shape(splits: DataSplits) -> DataShape:
-    return DataShape(splits.data_dim, splits.image_shape, splits.num_classes)
+    """The shape the model is built for; ``levels`` is that of the evaluation data (val and test)."""
+    return DataShape(splits.data_dim, splits.image_shape, splits.num_classes, value_levels(splits.test.x))
 
 
 def check_names(cfg: RunConfig) -> None:
     """Refuse unknown names before any data is read, listing the valid ones."""
-    from .latents import LATENTS  # noqa: F401  (latents are chosen by the model kind)
     from .likelihoods import LIKELIHOODS
-    from .models import MODEL_BUILDERS
+    from .models import SPECS
     from .nets import ACTIVATIONS, BODIES
     from .priors import PRIORS
 
-    for kind, given, valid in (("model", cfg.model.kind, MODEL_BUILDERS), ("likelihood", cfg.model.likelihood, LIKELIHOODS),
+    for kind, given, valid in (("model", cfg.model.kind, SPECS), ("likelihood", cfg.model.likelihood, LIKELIHOODS),
                                ("prior", cfg.model.prior, PRIORS), ("body", cfg.model.body, BODIES),
                                ("activation", cfg.model.activation, ACTIVATIONS)):
         if given not in valid:
@@ -135,8 +161,9 @@ def fit(cfg: RunConfig, out: str | Path, *, resume: bool = False, splits: DataSp
     check_names(cfg)
     torch.manual_seed(tc.seed)
     splits = (splits or prepare_data(cfg)).to(device)
-    cfg = cfg.replace(shape=data_shape(splits))
-    if cfg.model.kind in FIT_PROCEDURES:
+    cfg = cfg.replace(shape=data_shape(splits), data=replace(cfg.data, binarize=splits.binarize))
+    spec = get_spec(cfg.model.kind)
+    if not spec.gradient_trained:
         return _fit_by_procedure(cfg, out, splits, resume, is_writer)
     model = build_model(cfg.model, cfg.shape).to(device)
 
@@ -168,8 +195,8 @@ def fit(cfg: RunConfig, out: str | Path, *, resume: bool = False, splits: DataSp
                 print(f"{out}: training had stopped early at step {step}; nothing to resume")
             return model
     else:
-        if cfg.model.kind in INITIALIZERS:
-            INITIALIZERS[cfg.model.kind](model, splits.train.x, cfg, progress=tc.progress and is_writer)
+        if spec.initialize is not None:
+            spec.initialize(model, splits.train.x, cfg, progress=tc.progress and is_writer)
         if is_writer:
             out.mkdir(parents=True, exist_ok=True)
             runs.save_config(out, cfg)
@@ -197,6 +224,7 @@ def fit(cfg: RunConfig, out: str | Path, *, resume: bool = False, splits: DataSp
         })
 
     epochs_without_improvement = 0
+    last_figures = -math.inf  # the first epoch draws, so a run's figures appear early
     if history:
         best_epoch = min(range(len(history)), key=lambda i: history[i]["val/loss"])
         epochs_without_improvement = len(history) - 1 - best_epoch
@@ -258,9 +286,11 @@ def fit(cfg: RunConfig, out: str | Path, *, resume: bool = False, splits: DataSp
                 terms = "  ".join(f"{k}={v:.3f}" for k, v in record.items() if k.startswith(("train/", "val/")))
                 tqdm.write(f"epoch {epoch + 1}/{num_epochs}  step {step}  {terms}  ({train_time:.1f}s)")
                 last = stop_early or step >= total_steps
-                if tc.figures == "epoch" or (tc.figures == "end" and last):
+                due = time.perf_counter() - last_figures >= tc.figure_seconds
+                if tc.figures == "epoch" or (tc.figures in ("end", "auto") and last) or (tc.figures == "auto" and due):
                     from .plots import draw_run_figures
                     draw_run_figures(model, splits, out, history, curves=last)
+                    last_figures = time.perf_counter()
             if stop_early:
                 if is_writer:
                     tqdm.write(f"early stopping: no validation improvement for {tc.patience} epochs")
@@ -279,7 +309,7 @@ def _fit_by_procedure(cfg: RunConfig, out: Path, splits: DataSplits, resume: boo
         return _load_fitted(cfg, out, splits.train.x.device)
     start = time.perf_counter()
     model = build_model(cfg.model, cfg.shape).to(splits.train.x.device)
-    model = FIT_PROCEDURES[cfg.model.kind](model, splits.train.x, cfg, progress=cfg.train.progress and is_writer)
+    model = get_spec(cfg.model.kind).fit(model, splits.train.x, cfg, progress=cfg.train.progress and is_writer)
     seconds = time.perf_counter() - start
     record = {"epoch": 1, "step": 1, "fit_seconds": seconds, **getattr(model, "fit_info", {}),
               **{f"train/{k}": v for k, v in evaluate_terms(model, splits.train).items()},

@@ -10,7 +10,7 @@
 from .dataset import ArrayDataset, DataSplits
 from .idx import read_idx
 from .loader import BatchLoader
-from .splits import list_datasets, load_data
-from .transforms import binarize
+from .splits import binarize_splits, list_datasets, load_data
+from .transforms import binarize, value_levels
 
-__all__ = ["ArrayDataset", "DataSplits", "load_data", "list_datasets", "BatchLoader", "binarize", "read_idx"]
+__all__ = ["ArrayDataset", "DataSplits", "load_data", "list_datasets", "BatchLoader", "binarize", "read_idx", "binarize_splits", "value_levels"]

@@ -123,3 +123,13 @@ BINARIZATIONS: dict[str, Callable[[Splits, int], Splits]] = {
     "dynamic": _sample_eval,
     "static": _sample_all,
 }
+
+
+def binarize_splits(splits: DataSplits, binarize: str, seed: int = 0) -> DataSplits:
+    """Grey splits (loaded with ``binarize="none"``) binarized as ``load_data(..., binarize=binarize)`` would."""
+    if splits.binarize != "none":
+        raise ValueError(f"splits are already binarized ({splits.binarize})")
+    if binarize not in BINARIZATIONS:
+        raise unknown_choice("binarization", binarize, BINARIZATIONS)
+    parts = {"train": splits.train, "val": splits.val, "test": splits.test}
+    return DataSplits(**BINARIZATIONS[binarize](parts, seed), binarize=binarize)

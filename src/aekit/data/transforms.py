@@ -101,3 +101,29 @@ def standardize(train: torch.Tensor, *others: torch.Tensor) -> tuple[torch.Tenso
     scale = train.std(dim=0)
     scale = torch.where(scale > 0, scale, torch.ones_like(scale))
     return tuple((x - loc) / scale for x in (train, *others))
+
+
+# Denominators m tried by `value_levels`, most common first: binary, 8-bit, scikit-learn's 4-bit digits.
+_LEVEL_DENOMINATORS = (1, 255, 16, *range(2, 16), *range(17, 65))
+_LEVEL_TOLERANCE = 1e-4
+
+
+def value_levels(x: torch.Tensor) -> int | None:
+    """L when every value of ``x`` is one of k/(L−1), k = 0..L−1 (2: binary data, 256: 8-bit pixels
+    scaled to [0, 1]), for L up to 256; None for anything else (continuous data, or outside [0, 1]).
+
+    Quantized data is what a continuous density has to be dequantized for before its log-density
+    can be turned into bits per dimension (see :mod:`aekit.evaluate`).
+    """
+    if x.numel() == 0 or float(x.min()) < 0.0 or float(x.max()) > 1.0:
+        return None
+    flat = x.reshape(-1)
+    probe = flat[torch.randint(len(flat), (min(len(flat), 20000),), generator=seeded_generator(0, "cpu")).to(x.device)]
+    for m in _LEVEL_DENOMINATORS:
+        for values in (probe, flat):  # a cheap probe first, then every value
+            scaled = values * m
+            if float((scaled - scaled.round()).abs().max()) > _LEVEL_TOLERANCE * m:
+                break
+        else:
+            return m + 1
+    return None

@@ -1,24 +1,21 @@
 """One short file per family of models; each composes the shared parts.
 
-``build_model(model_cfg, shape)`` looks the kind up in a registry (no if-chains on names).
-Models solved by a procedure other than gradient descent (closed form, EM, contrastive divergence)
-also register that procedure in ``FIT_PROCEDURES``: ``fit(model, x_train, run_cfg, progress)`` fills in
-the freshly built ``model`` and returns it.
-Models whose gradient training starts from an initialization procedure (layer-wise RBM
-pretraining) register it in ``INITIALIZERS``: ``init(model, x_train, run_cfg, progress)``.
-``KIND_DEFAULTS`` holds the settings a kind needs unless the user says otherwise, by config section;
-``TRAIN_DEFAULTS`` the training settings (an RBM's CD learning rate is not Adam's).
+The table of kinds is :data:`SPECS`: one :class:`~aekit.models.registry.ModelSpec` per kind, saying
+how the model is built, how it is trained (the gradient trainer, or a procedure of its own: closed
+form, EM, contrastive divergence), its default settings, and which settings it reads — every other
+setting is refused (:func:`~aekit.models.registry.check_settings`). ``build_model(model_cfg, shape)``
+looks the kind up there (no if-chains on names).
 """
 
 from __future__ import annotations
 
-from ..config import DataShape, ModelConfig
+from ..config import DataShape, ModelConfig, RunConfig
 from ..errors import AekitError, unknown_choice
 from ..priors import PRIORS
 from .linear import build_linear_ae, build_ppca, fit_pca, fit_ppca
-from .vae import MODEL_BUILDERS as _VAE_BUILDERS
-from .vae import MODEL_HELP as _VAE_HELP
-from .vae import VAE, Autoencoder  # noqa: F401
+from .registry import (CD_TRAINING, GRADIENT_TRAINING, PRESENTATION, ModelSpec, body_settings, check_settings,
+                       combine, kl_settings, likelihood_settings, regularizer_settings)
+from .vae import VAE, Autoencoder, build_ae, build_vae
 
 
 # rbm.py imports scikit-learn (for its estimator face), which takes seconds: import it only when used.
@@ -42,64 +39,97 @@ def _pretrain_deep_ae(model, x, run_cfg, progress=True):
     return pretrain_deep_ae(model, x, run_cfg, progress)
 
 
-MODEL_BUILDERS = {
-    **_VAE_BUILDERS,
-    "linear-ae": build_linear_ae,
-    "pca": build_linear_ae,
-    "ppca": build_ppca,
-    "dae": _VAE_BUILDERS["ae"],
-    "sparse-ae": _VAE_BUILDERS["ae"],
-    "cae": _VAE_BUILDERS["ae"],
-    "rbm": _build_rbm,
-    "deep-ae": _build_deep_ae,
-}
-MODEL_HELP = {
-    **_VAE_HELP,
-    "linear-ae": "linear autoencoder, squared error, gradient-trained (learns the PCA subspace)",
-    "pca": "the linear autoencoder solved in closed form (top-d eigenvectors)",
-    "ppca": "probabilistic PCA, closed-form maximum likelihood or EM (--method em)",
-    "dae": "denoising ae: corrupted input, clean target (--corruption masking | salt-pepper | gaussian)",
-    "sparse-ae": "sparse ae: sigmoid code, KL(rho || mean activation) penalty (--sparsity kl | l1)",
-    "cae": "contractive ae: penalty on the encoder Jacobian's Frobenius norm (--contractive-weight)",
-    "rbm": "restricted Boltzmann machine, CD-k / PCD (--cd-steps, --persistent); --likelihood = visible units",
-    "deep-ae": "deep autoencoder (Hinton & Salakhutdinov 2006), --pretrain rbm for layer-wise RBM pretraining",
-}
-FIT_PROCEDURES = {"pca": fit_pca, "ppca": fit_ppca, "rbm": _fit_rbm}
-INITIALIZERS = {"deep-ae": _pretrain_deep_ae}
-KIND_DEFAULTS = {
-    "linear-ae": {"likelihood": "gaussian"},
-    "pca": {"likelihood": "gaussian"},
-    "ppca": {"likelihood": "gaussian"},
-    "dae": {"corruption": "masking", "corruption_level": 0.25},
-    "sparse-ae": {"code_activation": "sigmoid", "sparsity": "kl", "sparsity_target": 0.05},
-    "cae": {"code_activation": "sigmoid", "contractive_weight": 0.1},
-    "rbm": {"latent_dim": 500},
-    "deep-ae": {"hidden_dims": (1000, 500, 250), "latent_dim": 30, "likelihood": "bernoulli"},
-}
-TRAIN_DEFAULTS = {
-    # Hinton's practical guide (2010): CD learning rate 0.1 on batch means, mini-batches of 100
-    "rbm": {"lr": 0.1, "batch_size": 100, "epochs": 10},
-}
-FIXED_LIKELIHOOD = {"linear-ae", "pca", "ppca"}  # their likelihood is part of the model's definition
-# The autoencoder regularizers act on a deterministic code; elsewhere they would be silently ignored.
-AE_KINDS = {"ae", "dae", "sparse-ae", "cae"}
-AE_REGULARIZER_SETTINGS = {"corruption": "none", "code_activation": "identity", "sparsity": "none",
-                           "contractive_weight": 0.0}
+def _ppca_settings(cfg: ModelConfig) -> set[str]:
+    return {"method"} | ({"max_iter", "tol"} if cfg.method == "em" else set())
+
+
+def _ppca_training(cfg: ModelConfig) -> frozenset[str]:
+    # EM starts from a random W (the seed); the closed form has nothing random.
+    return PRESENTATION | ({"seed"} if cfg.method == "em" else set())
+
+
+def _deep_ae_settings(cfg: ModelConfig) -> set[str]:
+    return {"hidden_dims", "pretrain"} | ({"pretrain_epochs"} if cfg.pretrain == "rbm" else set())
+
+
+_AE = combine(body_settings, likelihood_settings, regularizer_settings)
+_VAE = combine(body_settings, likelihood_settings, kl_settings)
+_LINEAR_GAUSSIAN = {"likelihood": "gaussian"}
+
+SPECS: dict[str, ModelSpec] = {spec.kind: spec for spec in (
+    ModelSpec("ae", "deterministic autoencoder, loss -log p(x|z)", build_ae, _AE),
+    ModelSpec("dae", "denoising ae: corrupted input, clean target (--corruption masking | salt-pepper | gaussian)",
+              build_ae, _AE, defaults={"corruption": "masking", "corruption_level": 0.25}),
+    ModelSpec("sparse-ae", "sparse ae: sigmoid code, KL(rho || mean activation) penalty (--sparsity kl | l1)",
+              build_ae, _AE, defaults={"code_activation": "sigmoid", "sparsity": "kl", "sparsity_target": 0.05}),
+    ModelSpec("cae", "contractive ae: penalty on the encoder Jacobian's Frobenius norm (--contractive-weight)",
+              build_ae, _AE, defaults={"code_activation": "sigmoid", "contractive_weight": 0.1}),
+    ModelSpec("vae", "variational autoencoder (beta, KL warm-up / cyclical, free bits, L samples)", build_vae, _VAE),
+    ModelSpec("cvae", "conditional VAE: one-hot label into encoder and decoder",
+              lambda cfg, shape: build_vae(cfg, shape, conditional=True), _VAE),
+    ModelSpec("iwae", "importance-weighted autoencoder (k-sample bound as objective, --iw-samples)",
+              lambda cfg, shape: build_vae(cfg, shape, objective="iwae"),
+              combine(body_settings, likelihood_settings, {"prior", "iw_samples"})),
+    ModelSpec("linear-ae", "linear autoencoder, squared error, gradient-trained (learns the PCA subspace)",
+              build_linear_ae, combine(), defaults=_LINEAR_GAUSSIAN),
+    ModelSpec("pca", "the linear autoencoder solved in closed form (top-d eigenvectors)", build_linear_ae, combine(),
+              train_settings=PRESENTATION, defaults=_LINEAR_GAUSSIAN, fit=fit_pca),
+    ModelSpec("ppca", "probabilistic PCA, closed-form maximum likelihood or EM (--method em)", build_ppca,
+              combine(_ppca_settings), train_settings=_ppca_training, defaults=_LINEAR_GAUSSIAN, fit=fit_ppca),
+    ModelSpec("rbm", "restricted Boltzmann machine, CD-k / PCD (--cd-steps, --persistent); --likelihood = visible units",
+              _build_rbm, combine({"likelihood", "cd_steps", "persistent"}), train_settings=CD_TRAINING,
+              defaults={"latent_dim": 500},
+              # Hinton's practical guide (2010): CD learning rate 0.1 on batch means, mini-batches of 100
+              train_defaults={"lr": 0.1, "batch_size": 100, "epochs": 10}, fit=_fit_rbm),
+    ModelSpec("deep-ae", "deep autoencoder (Hinton & Salakhutdinov 2006), --pretrain rbm for layer-wise RBM pretraining",
+              _build_deep_ae, combine(likelihood_settings, _deep_ae_settings),
+              defaults={"hidden_dims": (1000, 500, 250), "latent_dim": 30, "likelihood": "bernoulli"},
+              initialize=_pretrain_deep_ae),
+)}
+
+MODEL_HELP = {kind: spec.help for kind, spec in SPECS.items()}
+
+
+def get_spec(kind: str) -> ModelSpec:
+    if kind not in SPECS:
+        raise unknown_choice("model", kind, SPECS)
+    return SPECS[kind]
+
+
+def kinds_with(capability: str) -> list[str]:
+    """The kinds whose model class declares ``capability`` (built on a tiny shape to ask it)."""
+    from ..capabilities import capabilities_of
+
+    shape = DataShape(data_dim=4, image_shape=None, num_classes=2)
+    kinds = []
+    for kind, spec in SPECS.items():
+        try:
+            model = spec.build(ModelConfig(**{**spec.defaults, "kind": kind, "latent_dim": 2, "hidden_dims": (4,)}),
+                               shape)
+        except AekitError:
+            continue
+        if capability in capabilities_of(model):
+            kinds.append(kind)
+    return kinds
+
+
+def validate(cfg: RunConfig) -> None:
+    """Refuse unknown names and settings the kind would not use, before any data is read."""
+    check_settings(get_spec(cfg.model.kind), cfg)
 
 
 def build_model(cfg: ModelConfig, shape: DataShape):
-    if cfg.kind not in MODEL_BUILDERS:
-        raise unknown_choice("model", cfg.kind, MODEL_BUILDERS)
+    spec = get_spec(cfg.kind)
     if cfg.prior not in PRIORS:
         raise unknown_choice("prior", cfg.prior, PRIORS)
-    if cfg.kind in FIXED_LIKELIHOOD and cfg.likelihood != "gaussian":
-        raise AekitError(f"{cfg.kind} is defined with a Gaussian likelihood (squared error); drop --likelihood")
-    if cfg.kind in FIXED_LIKELIHOOD and not 1 <= cfg.latent_dim < shape.data_dim:  # the linear models
+    if "likelihood" not in spec.model_settings(cfg) and cfg.likelihood != spec.effective_defaults()[0].likelihood:
+        raise AekitError(f"{cfg.kind} is defined with a {spec.effective_defaults()[0].likelihood} likelihood; "
+                         f"drop --likelihood")
+    if cfg.kind in ("linear-ae", "pca", "ppca") and not 1 <= cfg.latent_dim < shape.data_dim:
         raise AekitError(f"latent_dim must be below the data dimension for {cfg.kind}: "
                          f"1 <= latent_dim < {shape.data_dim}, got {cfg.latent_dim}")
-    if cfg.kind not in AE_KINDS:
-        used = [k for k, off in AE_REGULARIZER_SETTINGS.items() if getattr(cfg, k) != off]
-        if used:
-            raise AekitError(f"the settings {', '.join(used)} apply to the autoencoders (ae, dae, sparse-ae, cae), not to "
-                             f"{cfg.kind}; drop them or train an ae")
-    return MODEL_BUILDERS[cfg.kind](cfg, shape)
+    return spec.build(cfg, shape)
+
+
+__all__ = ["SPECS", "MODEL_HELP", "ModelSpec", "get_spec", "kinds_with", "validate", "build_model", "VAE",
+           "Autoencoder", "GRADIENT_TRAINING"]

@@ -18,6 +18,7 @@ import torch
 from torch import nn
 from torch.distributions import Independent, LowRankMultivariateNormal, MultivariateNormal, Normal
 
+from ..capabilities import LOG_LIKELIHOOD, POSTERIOR, SAMPLE, SUBSPACE
 from ..config import DataShape, ModelConfig
 from ..likelihoods import FixedGaussianLikelihood
 from ..latents import PointLatent
@@ -50,6 +51,8 @@ class LinearBody(nn.Module):
 class LinearAutoencoder(Autoencoder):
     """Linear encoder and decoder with a fixed-σ Gaussian likelihood (squared error)."""
 
+    capabilities = frozenset({SUBSPACE})
+
     def decoder_basis(self) -> torch.Tensor:
         """The decoder's columns B (D, d): the subspace a linear autoencoder learns."""
         return self.decoder.body.linear.weight.detach()
@@ -76,8 +79,8 @@ def fit_pca(model: LinearAutoencoder, x: torch.Tensor, run_cfg, progress: bool =
 class PPCAModel(nn.Module):
     """Probabilistic PCA as a module with the common face (buffers μ (D,), W (D, q), σ²)."""
 
-    has_likelihood = True
-    exact_likelihood = True  # log p(x) in closed form, no importance sampling
+    capabilities = frozenset({SAMPLE, LOG_LIKELIHOOD, POSTERIOR, SUBSPACE})
+    likelihood_method = "exact"  # log p(x) in closed form, no importance sampling
     num_classes = None
     selection_metric = "neg_log_likelihood"
 

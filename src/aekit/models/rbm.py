@@ -58,6 +58,7 @@ from sklearn.utils.validation import check_is_fitted
 from torch import Tensor, nn
 from torch.distributions import Bernoulli, Distribution, Independent, Normal
 
+from aekit.capabilities import FREE_ENERGY, LOG_LIKELIHOOD, SAMPLE
 from aekit.errors import AekitError, unknown_choice
 
 LOG_2PI = math.log(2.0 * math.pi)
@@ -951,8 +952,7 @@ class RBMRunModel(RBM):
     computed once and reused for every batch.
     """
 
-    has_likelihood = True
-    exact_likelihood = False
+    capabilities = frozenset({SAMPLE, LOG_LIKELIHOOD, FREE_ENERGY})
     likelihood_method = "-F(v) - log Z, log Z by AIS (100 chains, 10000 temperatures)"
     num_classes = None
     selection_metric = "reconstruction"

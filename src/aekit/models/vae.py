@@ -18,6 +18,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.distributions import Distribution
 
+from ..capabilities import CORRUPTS_INPUT, ELBO, LOG_LIKELIHOOD, POSTERIOR, SAMPLE
 from ..config import DataShape, ModelConfig
 from ..errors import AekitError
 from ..latents import PointLatent
@@ -60,7 +61,6 @@ class Autoencoder(_Conditioning):
     holds the reconstruction and each penalty unweighted, under its name.
     """
 
-    has_likelihood = False
     selection_metric = "reconstruction"  # validation figure that picks the best weights
 
     def __init__(self, encoder: Encoder, decoder: Decoder, num_classes: int | None = None, *,
@@ -71,6 +71,10 @@ class Autoencoder(_Conditioning):
         self.code_activation = code_activation if code_activation is not None else nn.Identity()
         self.corruption = corruption  # None: the encoder sees the clean x
         self.penalties = tuple(penalties)
+
+    @property
+    def capabilities(self) -> frozenset[str]:
+        return frozenset({CORRUPTS_INPUT}) if self.corruption is not None else frozenset()
 
     def encode(self, x, y=None) -> torch.Tensor:
         return self.code_activation(self.encoder(x, self.cond(y)))
@@ -130,7 +134,7 @@ class VAE(Autoencoder):
     ``objective="iwae"``: per-example loss −L_k(x) (see ``log_weights``).
     """
 
-    has_likelihood = True
+    capabilities = frozenset({SAMPLE, LOG_LIKELIHOOD, ELBO, POSTERIOR})
     selection_metric = "neg_elbo"
 
     def __init__(self, encoder: Encoder, decoder: Decoder, prior: nn.Module, *, objective: str = "elbo",
@@ -208,7 +212,7 @@ class VAE(Autoencoder):
         return self.decode(z, y).mean
 
 
-def _build_ae(cfg: ModelConfig, shape: DataShape) -> Autoencoder:
+def build_ae(cfg: ModelConfig, shape: DataShape) -> Autoencoder:
     """ae, dae, sparse-ae, cae: one Autoencoder with the regularizers the config asks for.
 
     An MLP with no hidden layers (``hidden_dims=()``) is a single-layer encoder z = f(Wx + b); with a
@@ -229,7 +233,7 @@ def _build_ae(cfg: ModelConfig, shape: DataShape) -> Autoencoder:
                        corruption=build_corruption(cfg.corruption, cfg.corruption_level), penalties=penalties)
 
 
-def _build_vae(cfg: ModelConfig, shape: DataShape, *, objective="elbo", conditional=False) -> VAE:
+def build_vae(cfg: ModelConfig, shape: DataShape, *, objective="elbo", conditional=False) -> VAE:
     num_classes = shape.num_classes if conditional else None
     if conditional and not num_classes:
         raise AekitError("cvae needs labels, but this data set has none; pass --labels FILE or choose labelled data")
@@ -240,17 +244,3 @@ def _build_vae(cfg: ModelConfig, shape: DataShape, *, objective="elbo", conditio
         PRIORS[cfg.prior](cfg.latent_dim), objective=objective, kl_schedule=schedule,
         free_bits=cfg.free_bits, mc_samples=cfg.mc_samples, iw_samples=cfg.iw_samples, num_classes=num_classes,
     )
-
-
-MODEL_BUILDERS = {
-    "ae": _build_ae,
-    "vae": _build_vae,
-    "cvae": lambda cfg, shape: _build_vae(cfg, shape, conditional=True),
-    "iwae": lambda cfg, shape: _build_vae(cfg, shape, objective="iwae"),
-}
-MODEL_HELP = {
-    "ae": "deterministic autoencoder, loss -log p(x|z)",
-    "vae": "variational autoencoder (beta, KL warm-up / cyclical, free bits, L samples)",
-    "cvae": "conditional VAE: one-hot label into encoder and decoder",
-    "iwae": "importance-weighted autoencoder (k-sample bound as objective)",
-}
