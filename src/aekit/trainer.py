@@ -228,6 +228,9 @@ def fit(cfg: RunConfig, out: str | Path, *, resume: bool = False, splits: DataSp
     if history:
         best_epoch = min(range(len(history)), key=lambda i: history[i]["val/loss"])
         epochs_without_improvement = len(history) - 1 - best_epoch
+    # A model with state that is not a gradient step (an EMA codebook, a moving-average baseline)
+    # updates it here, explicitly, once per optimizer step: never as a side effect of forward.
+    after_step = getattr(model, "after_step", None)
     model.train()
     with sharded_noise(rank, world):
         for epoch in range(step // len(loader), num_epochs):
@@ -253,6 +256,8 @@ def fit(cfg: RunConfig, out: str | Path, *, resume: bool = False, splits: DataSp
                 optimizer.step()
                 scheduler.step()
                 step += 1
+                if after_step is not None:
+                    after_step(step)
                 count += 1
                 sums["loss"] = sums.get("loss", 0) + loss.detach()
                 for k, v in result.terms.items():
