@@ -29,7 +29,7 @@ def trained_run(tmp_path_factory):
 
 def test_train_writes_a_complete_run_folder(trained_run):
     names = {p.name for p in trained_run.iterdir()}
-    assert {"config.json", "model.safetensors", "model-last.safetensors", "checkpoint.pt", "metrics.jsonl", "tb",
+    assert {"config.json", "model.safetensors", "model-last.safetensors", "checkpoint", "metrics.jsonl", "tb",
             "samples.png", "reconstructions.png", "latent.png", "manifold.png", "curves.png"} <= names
 
 
@@ -154,20 +154,26 @@ def test_bad_user_data(capsys, tmp_path):
 def test_corrupt_checkpoint_and_mismatched_weights(capsys, tmp_path, trained_run):
     import shutil
 
+    from aekit import runs
+
     run = tmp_path / "copy"
     shutil.copytree(trained_run, run)
-    (run / "checkpoint.pt").write_bytes((run / "checkpoint.pt").read_bytes()[:200])
-    before = (run / "model-last.safetensors").read_bytes()
-    _one_line_error(capsys, "train", "--resume", run, "--epochs", "5", match="corrupt")
-    assert (run / "model-last.safetensors").read_bytes() == before
-    (run / "model.safetensors").write_bytes(b"not safetensors at all")
-    _one_line_error(capsys, "sample", run, match="corrupt")
-    # weights of another architecture under this config
+    state = runs.newest_generation(run).file(runs.GEN_STATE)
+    state.write_bytes(state.read_bytes()[:200])
+    before = runs.folder_digest(run)
+    _one_line_error(capsys, "train", "--resume", run, "--epochs", "5", match="does not match the checksum")
+    assert runs.folder_digest(run) == before
+    # weights of another architecture under a (hand-written, unstamped) config
+    shutil.rmtree(run)
+    shutil.copytree(trained_run, run)
+    shutil.rmtree(run / runs.CHECKPOINTS)  # a folder with only config.json and the weights files
     cfg = json.loads((run / "config.json").read_text())
+    cfg.pop("aekit")
     cfg["model"]["latent_dim"] = 5
     (run / "config.json").write_text(json.dumps(cfg))
-    (run / "model.safetensors").write_bytes((trained_run / "model.safetensors").read_bytes())
     _one_line_error(capsys, "sample", run, match="does not fit")
+    (run / "model.safetensors").write_bytes(b"not safetensors at all")
+    _one_line_error(capsys, "sample", run, match="corrupt")
 
 
 def test_existing_run_is_not_overwritten(capsys, trained_run):

@@ -53,7 +53,7 @@ def test_run_killed_mid_epoch_resumes_to_the_same_parameters(tmp_path, monkeypat
     with pytest.raises(KeyboardInterrupt):
         aekit.train("vae", "digits", out=tmp_path / "crashed", epochs=3, **TINY)
     monkeypatch.setattr(torch.optim.Adam, "step", real_step)
-    assert torch.load(tmp_path / "crashed" / runs.CHECKPOINT, weights_only=True)["step"] == 21
+    assert runs.newest_generation(tmp_path / "crashed").step == 21
     aekit.resume(tmp_path / "crashed")
     _assert_same_weights(tmp_path / "whole", tmp_path / "crashed", atol=0, rtol=0)
 
@@ -67,13 +67,13 @@ def test_checkpoint_round_trip(tmp_path):
     torch.testing.assert_close(model.reconstruct(x), loaded.reconstruct(x))
     assert loaded.config.model.kind == "vae" and loaded.config.shape.data_dim == 64
     assert set(os.listdir(tmp_path / "r")) >= {"config.json", "model.safetensors", "model-last.safetensors",
-                                               "checkpoint.pt", "metrics.jsonl", "tb"}
+                                               "checkpoint", "metrics.jsonl", "tb"}
     assert not [f for f in os.listdir(tmp_path / "r") if f.endswith(".tmp")]
 
 
 def test_non_finite_loss_stops_with_the_step_and_keeps_the_last_good_checkpoint(tmp_path, monkeypatch):
     aekit.train("ae", "digits", out=tmp_path / "r", epochs=1, **TINY)
-    before = (tmp_path / "r" / runs.CHECKPOINT).read_bytes()
+    before = runs.folder_digest(tmp_path / "r" / runs.CHECKPOINTS)
     weights_before = (tmp_path / "r" / runs.LAST).read_bytes()
     from aekit.models.vae import Autoencoder
 
@@ -86,10 +86,30 @@ def test_non_finite_loss_stops_with_the_step_and_keeps_the_last_good_checkpoint(
         return out
 
     monkeypatch.setattr(Autoencoder, "loss", exploding)
-    with pytest.raises(AekitError, match=r"at step 26 .*last good checkpoint"):
+    with pytest.raises(AekitError, match=r"at step 26 .*last good checkpoint \(step 21\)"):
         aekit.resume(tmp_path / "r", epochs=3)
-    assert (tmp_path / "r" / runs.CHECKPOINT).read_bytes() == before
+    assert runs.folder_digest(tmp_path / "r" / runs.CHECKPOINTS) == before
     assert (tmp_path / "r" / runs.LAST).read_bytes() == weights_before
+
+
+def test_non_finite_loss_in_the_first_epoch_names_the_step_zero_checkpoint(tmp_path, monkeypatch):
+    from aekit.models.vae import Autoencoder
+
+    real_loss = Autoencoder.loss
+
+    def exploding(self, x, y=None, step=0):
+        out = real_loss(self, x, y, step)
+        if step >= 3:
+            out.total = out.total * float("nan")
+        return out
+
+    monkeypatch.setattr(Autoencoder, "loss", exploding)
+    with pytest.raises(AekitError, match=r"at step 4 .*last good checkpoint \(step 0\)"):
+        aekit.train("ae", "digits", out=tmp_path / "r", epochs=1, **TINY)
+    assert runs.newest_generation(tmp_path / "r").step == 0  # the message's checkpoint exists
+    monkeypatch.setattr(Autoencoder, "loss", real_loss)
+    aekit.resume(tmp_path / "r")  # and the run resumes from it
+    assert runs.newest_generation(tmp_path / "r").step == 21
 
 
 def test_early_stopping_and_lr_schedule(tmp_path):
@@ -98,7 +118,7 @@ def test_early_stopping_and_lr_schedule(tmp_path):
     history = runs.read_metrics(tmp_path / "r")
     assert len(history) == 3
     assert history[-1]["lr"] < 1e-12
-    assert torch.load(tmp_path / "r" / runs.CHECKPOINT, weights_only=True)["stopped_early"]
+    assert runs.newest_generation(tmp_path / "r").training_state()["stopped_early"]
 
 
 def test_ddp_two_processes_match_one(tmp_path):

@@ -1,7 +1,11 @@
 """aekit: the autoencoder family, from the linear autoencoder to the VQ-VAE, on PyTorch."""
 
-from .api import load, resume, train
-from .errors import AekitError
+from .threads import set_wait_policy
+
+set_wait_policy()  # before torch is imported: OpenMP threads that sleep, not spin, on a busy machine
+
+from .api import load, resume, train  # noqa: E402
+from .errors import AekitError  # noqa: E402
 
 
 def __getattr__(name):

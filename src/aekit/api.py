@@ -44,42 +44,50 @@ def build_config(model: str = "vae", data: str = "digits", base: dict | None = N
         else:
             valid = sorted(_MODEL_FIELDS | _DATA_FIELDS | _TRAIN_FIELDS | {"data_seed"})
             raise AekitError(f"unknown setting '{key}'; valid settings: {', '.join(valid)}")
-    if sections["data"].get("data_dir") is not None:  # stored absolute: a run resumes from any folder
+    # Paths are stored absolute, so a run resumes (and evaluates) from any working directory.
+    if sections["data"].get("data_dir") is not None:
         sections["data"]["data_dir"] = str(Path(sections["data"]["data_dir"]).expanduser().resolve())
+    from .data.sources import is_user_file
+
+    for key in ("name", "labels"):
+        value = sections["data"].get(key)
+        if value is not None and is_user_file(str(value)):
+            sections["data"][key] = str(Path(value).expanduser().resolve())
     cfg = RunConfig.from_dict(sections)
     validate(cfg)
     return cfg
 
 
-def train(model: str = "vae", data: str = "digits", out: str | Path | None = None, **settings: Any):
+def train(model: str = "vae", data: str = "digits", out: str | Path | None = None, *, force: bool = False,
+          base: dict | None = None, **settings: Any):
     """Train ``model`` on ``data`` into the run folder ``out``; returns the trained model.
 
     Example: ``aekit.train("vae", "digits", out="runs/vae", latent_dim=2, epochs=30, beta=1.0)``.
     Settings are any field of ModelConfig, DataConfig or TrainConfig (see ``aekit train --help``).
+    ``out`` must be new or empty (``force=True`` writes into a folder that holds other files);
+    ``base`` is a config file's content (sections model / data / train) that the settings override.
     """
     from .trainer import check_names, fit
 
-    cfg = build_config(model, data, **settings)
+    cfg = build_config(model, data, base=base, **settings)
     check_names(cfg)
     out = Path(out) if out is not None else default_run_dir(cfg)
-    if (out / runs.CONFIG).exists():
-        raise AekitError(f"{out} already holds a run; resume it with aekit train --resume {out} or choose another out")
-    trained = fit(cfg, out)
+    trained = fit(cfg, out, force=force)
     return _attach(trained.eval(), runs.load_config(out), out)
 
 
-def resume(run_dir: str | Path, epochs: int | None = None, steps: int | None = None):
-    """Continue an interrupted (or finished) run to its configured total, or to new totals."""
+def resume(run_dir: str | Path, **changes: Any):
+    """Continue a run from its newest checkpoint, to its configured total or to new totals.
+
+    ``changes`` are settings a resumed run may change (``epochs``, ``steps``, ``patience``, ``figures``,
+    ``progress``, ``threads``, ``device``, ``data_dir``, ...); any other setting that differs from the
+    run's own is refused. A run killed before its first checkpoint restarts in place.
+    """
     from .trainer import fit
 
     run_dir = Path(run_dir)
-    cfg = runs.load_config(run_dir)
-    changes = {k: v for k, v in (("epochs", epochs), ("steps", steps)) if v is not None}
-    if changes:
-        cfg = cfg.replace(train=dataclasses.replace(cfg.train, **changes))
-        runs.save_config(run_dir, cfg)
-    trained = fit(cfg, run_dir, resume=True)
-    return _attach(trained.eval(), cfg, run_dir)
+    trained = fit(None, run_dir, resume=True, changes={k: v for k, v in changes.items() if v is not None})
+    return _attach(trained.eval(), runs.load_config(run_dir), run_dir)
 
 
 def default_run_dir(cfg: RunConfig) -> Path:
@@ -94,22 +102,33 @@ def default_run_dir(cfg: RunConfig) -> Path:
 def load(run_dir: str | Path, which: str = "best", device: str | torch.device = "cpu"):
     """The trained model of a run folder, in eval mode, with ``.config`` and ``.run_dir`` attached.
 
-    ``which``: "best" (lowest validation loss) or "last" (the last checkpoint).
+    ``which``: "best" (lowest validation loss) or "last" (the last checkpoint). Weights come from the
+    newest complete checkpoint, verified against its checksums; a folder holding only config.json and
+    the weights files (e.g. copied out of a run) loads those, verified against their own checksums.
     """
     from .models import build_model
 
     run_dir = Path(run_dir)
+    if which not in ("best", "last"):
+        raise AekitError(f"which must be 'best' or 'last', got '{which}'")
     cfg = runs.load_config(run_dir)
     if cfg.shape is None:
         raise AekitError(f"{run_dir}/config.json lacks the data shape; the run never started training")
-    files = {"best": runs.BEST, "last": runs.LAST}
-    if which not in files:
-        raise AekitError(f"which must be 'best' or 'last', got '{which}'")
-    path = run_dir / files[which]
-    if which == "best" and not path.exists():
-        path = run_dir / runs.LAST
     model = build_model(cfg.model, cfg.shape)
-    runs.load_weights(path, model)
+    generation = runs.newest_generation(run_dir)
+    if generation is not None:
+        generation.verify()  # every file of the checkpoint, so damage anywhere in it is caught, not just in the weights read
+    runs.verify_views(run_dir, generation)
+    if generation is not None:
+        generation.load_weights(model, best=which == "best")
+    else:
+        path = run_dir / (runs.BEST if which == "best" else runs.LAST)
+        if which == "best" and not path.exists():
+            path = run_dir / runs.LAST
+        if not path.exists():
+            raise AekitError(f"{run_dir} has no weights yet (no complete checkpoint); resume it with "
+                             f"aekit train --resume {run_dir}")
+        runs.load_weights(path, model)
     return _attach(model.to(device).eval(), cfg, run_dir)
 
 

@@ -16,10 +16,18 @@ EPILOG = "Run `aekit list` for the models, data sets, likelihoods and priors."
 
 
 class _Parser(argparse.ArgumentParser):
-    """argparse, but a usage mistake is one line naming the fix, like every other aekit error."""
+    """argparse, but a usage mistake is one line naming the fix, like every other aekit error.
+
+    Abbreviations are off: ``--latent`` must not silently mean ``--latent-dim`` (and new flags would
+    change what an abbreviation means).
+    """
+
+    def __init__(self, *args, **kwargs):
+        kwargs.setdefault("allow_abbrev", False)
+        super().__init__(*args, **kwargs)
 
     def error(self, message):
-        raise AekitError(f"{self.prog}: {message} (see {self.prog} --help)")
+        raise AekitError(f"{message} (see {self.prog} --help)")
 
 
 def _ints(text: str) -> tuple[int, ...]:
@@ -70,15 +78,35 @@ def _flag_type(type_name: str):
     return str
 
 
-def _add_setting_flags(parser) -> None:
-    group = parser.add_argument_group("settings (defaults in brackets; see also --config)")
+def _kind_settings(kind: str | None):
+    """(model defaults, train defaults, the settings the kind can use) for ``kind``; all settings when None."""
     from .config import DataConfig, ModelConfig, TrainConfig
 
-    defaults = {"model": ModelConfig(), "data": DataConfig(), "train": TrainConfig()}
+    if kind is None:
+        return ModelConfig(), TrainConfig(), None
+    from .models import get_spec
+    from .models.registry import possible_settings
+
+    spec = get_spec(kind)
+    model_defaults, train_defaults = spec.effective_defaults()
+    return model_defaults, train_defaults, possible_settings(spec)
+
+
+def _add_setting_flags(parser, kind: str | None = None) -> None:
+    """One flag per setting. With a ``kind``, --help shows that model's defaults and hides the settings it
+    does not use (they are still parsed, and refused with a clear line if given)."""
+    from .config import DataConfig
+
+    model_defaults, train_defaults, usable = _kind_settings(kind)
+    title = (f"settings of {kind} (its defaults in brackets; see also --config)" if kind else
+             "settings (defaults in brackets; `aekit train MODEL --help` shows one model's own; see also --config)")
+    group = parser.add_argument_group(title)
+    defaults = {"model": model_defaults, "data": DataConfig(), "train": train_defaults}
     for section, name, flag, type_name, help_text in _setting_flags():
         default = getattr(defaults[section], name)
         dest = "data_seed" if flag == "--data-seed" else name
-        text = f"{help_text} [{default}]".replace("%", "%%")
+        hidden = usable is not None and section != "data" and name not in usable
+        text = argparse.SUPPRESS if hidden else f"{help_text} [{_show(default)}]".replace("%", "%%")
         if type_name == "bool":
             group.add_argument(flag, dest=dest, action=argparse.BooleanOptionalAction, default=None, help=text)
         else:
@@ -86,20 +114,45 @@ def _add_setting_flags(parser) -> None:
                                help=text)
 
 
-def _build_parser() -> argparse.ArgumentParser:
+def _show(value) -> str:
+    if isinstance(value, tuple):
+        return ",".join(str(v) for v in value)
+    return str(value)
+
+
+def _given_settings(a) -> dict:
+    """The settings the user gave on the command line (flags left at None were not given)."""
+    given = {}
+    for _, name, flag, _, _ in _setting_flags():
+        dest = "data_seed" if flag == "--data-seed" else name
+        value = getattr(a, dest, None)
+        if value is not None:
+            given[dest] = value
+    if getattr(a, "data_dir", None) is not None:
+        given["data_dir"] = a.data_dir
+    return given
+
+
+def _build_parser(kind: str | None = None) -> argparse.ArgumentParser:
+    from . import __version__
+
     parser = _Parser(prog="aekit", description="The autoencoder family on PyTorch: train, evaluate, sample, plot.",
                      epilog=EPILOG)
+    parser.add_argument("--version", action="version", version=f"aekit {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
 
     t = sub.add_parser("train", help="train a model into a run folder (or --resume one)",
                        description="Train a model; the run folder gets config, weights, checkpoint, metrics, "
                                    "TensorBoard events and figures.", epilog=EPILOG)
     t.add_argument("model", nargs="?", help="the model to train (see aekit list)")
-    t.add_argument("--resume", metavar="RUN", help="continue RUN from its last checkpoint (to --epochs TOTAL if given)")
+    t.add_argument("--resume", metavar="RUN", help="continue RUN from its newest checkpoint; --epochs / --steps set a "
+                                                   "new total, and other flags that may change (patience, figures, "
+                                                   "progress, threads, device, data-dir) apply from there")
     t.add_argument("--config", metavar="FILE", help="JSON file with sections model / data / train; flags override it")
-    t.add_argument("--out", metavar="RUN", help="run folder to create (default runs/<model>-<data>)")
+    t.add_argument("--out", metavar="RUN", help="run folder to create, new or empty (default runs/<model>-<data>)")
+    t.add_argument("--force", action="store_true", help="write the run into a non-empty folder that is not a run")
     _add_data_args(t)
-    _add_setting_flags(t)
+    _add_setting_flags(t, kind)
 
     e = sub.add_parser("evaluate", help="figures of a trained run on a split",
                        description="Negative ELBO and its terms, KL per dimension, active units, importance-sampled "
@@ -107,7 +160,7 @@ def _build_parser() -> argparse.ArgumentParser:
     e.add_argument("run")
     e.add_argument("--split", default="test", help="train | val | test (default test)")
     e.add_argument("--iw-samples", type=int, default=1000, help="k for log p(x) (5000 for reported figures; 0 skips)")
-    e.add_argument("--batch-size", type=int, default=500)
+    e.add_argument("--batch-size", type=int, default=500, help="examples per evaluation batch")
     e.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
     e.add_argument("--which", default="best", help="best | last weights")
     _add_data_args(e, with_name=False)
@@ -117,7 +170,7 @@ def _build_parser() -> argparse.ArgumentParser:
     s.add_argument("run")
     s.add_argument("-n", type=int, default=64, help="number of samples")
     s.add_argument("--label", type=int, help="class to generate (cvae)")
-    s.add_argument("-o", "--output", default="samples.png", help=".png grid or .npy array")
+    s.add_argument("-o", "--output", default="samples.png", help=".png / .jpg grid, or .npy array")
     s.add_argument("--seed", type=int, default=0)
 
     r = sub.add_parser("reconstruct", help="test images beside their reconstructions")
@@ -145,6 +198,9 @@ def _build_parser() -> argparse.ArgumentParser:
     pl.add_argument("run")
     pl.add_argument("-o", "--output", default=None, help="default RUN/curves.png")
 
+    v = sub.add_parser("verify", help="check every file of a run folder against its checksums")
+    v.add_argument("run")
+
     sub.add_parser("list", help="models, data sets, likelihoods and priors")
     return parser
 
@@ -153,30 +209,27 @@ def _build_parser() -> argparse.ArgumentParser:
 def _cmd_train(a) -> None:
     from . import api
     from .config import read_config_file
+    from .trainer import distributed_context
 
+    given = _given_settings(a)
     if a.resume:
-        if a.model:
-            raise AekitError("give either a MODEL or --resume RUN, not both")
-        model = api.resume(a.resume, epochs=a.epochs, steps=a.steps)
-        print(f"run: {model.run_dir}")
-        return
-    base = read_config_file(a.config) if a.config else {}
-    model = a.model or base.get("model", {}).get("kind")
-    if not model:
-        raise AekitError("name a model to train, e.g. aekit train vae --data digits (see aekit list)")
-    data = a.data or base.get("data", {}).get("name", "digits")
-    settings = {"data_dir": a.data_dir}
-    settings.update({("data_seed" if flag == "--data-seed" else name): getattr(a, "data_seed" if flag == "--data-seed" else name)
-                     for _, name, flag, _, _ in _setting_flags()})
-    cfg = api.build_config(model, data, base=base, **settings)
-    from .trainer import check_names, fit
-
-    check_names(cfg)
-    out = Path(a.out) if a.out else api.default_run_dir(cfg)
-    if (out / "config.json").exists():
-        raise AekitError(f"{out} already holds a run; continue it with aekit train --resume {out}, or pick another --out")
-    fit(cfg, out)
-    print(f"run: {out}")
+        if a.model or a.config or a.out:
+            raise AekitError("--resume RUN continues a run with its own model and config; drop the MODEL, "
+                             "--config and --out arguments")
+        if a.data:  # where the run's own data now is (checked against its fingerprint)
+            given["name"] = a.data
+        model = api.resume(a.resume, **given)
+        run_dir = model.run_dir
+    else:
+        base = read_config_file(a.config) if a.config else {}
+        kind = a.model or base.get("model", {}).get("kind")
+        if not kind:
+            raise AekitError("name a model to train, e.g. aekit train vae --data digits (see aekit list)")
+        data = a.data or base.get("data", {}).get("name", "digits")
+        model = api.train(kind, data, out=a.out, force=a.force, base=base, **given)
+        run_dir = model.run_dir
+    if distributed_context()[0] == 0:
+        print(f"run: {run_dir}")
 
 
 def _load_split(model, split: str, data_dir: str | None, device, with_train: bool = False):
@@ -307,6 +360,13 @@ def _cmd_plot(a) -> None:
     print(f"wrote {out}")
 
 
+def _cmd_verify(a) -> None:
+    from . import runs
+
+    checked = runs.verify_run(a.run)
+    print(f"{a.run}: {len(checked)} files intact ({', '.join(checked[:3])}{', ...' if len(checked) > 3 else ''})")
+
+
 def _cmd_list(a) -> None:
     from .data import list_datasets
     from .likelihoods import LIKELIHOOD_HELP
@@ -323,12 +383,22 @@ def _cmd_list(a) -> None:
 
 
 COMMANDS = {"train": _cmd_train, "evaluate": _cmd_evaluate, "sample": _cmd_sample, "reconstruct": _cmd_reconstruct,
-            "interpolate": _cmd_interpolate, "encode": _cmd_encode, "plot": _cmd_plot, "list": _cmd_list}
+            "interpolate": _cmd_interpolate, "encode": _cmd_encode, "plot": _cmd_plot, "verify": _cmd_verify, "list": _cmd_list}
+
+
+def _kind_in(argv: list[str]) -> str | None:
+    """The model of ``aekit train MODEL ...`` (so its --help can show that model's settings), if known."""
+    if len(argv) >= 2 and argv[0] == "train" and not argv[1].startswith("-"):
+        from .models import SPECS
+
+        return argv[1] if argv[1] in SPECS else None
+    return None
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = _build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
     try:
+        parser = _build_parser(_kind_in(argv))
         args = parser.parse_args(argv)
         if not args.command:
             parser.print_help()
@@ -341,6 +411,11 @@ def main(argv: list[str] | None = None) -> int:
     except BrokenPipeError:  # e.g. `aekit list | head`
         sys.stderr.close()
         return 0
+    except OSError as e:  # a file that could not be written or read, outside the paths that say so themselves
+        from .runs import write_error
+
+        print(f"aekit: error: {write_error(Path(e.filename or '?'), e)}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print("aekit: interrupted; a training run resumes with aekit train --resume RUN", file=sys.stderr)
         return 130

@@ -149,6 +149,7 @@ class DataShape:
     image_shape: tuple[int, int, int] | None = None
     num_classes: int | None = None
     levels: int | None = None   # L when every value is one of k/(L−1), k = 0..L−1 (2: binary, 256: 8-bit); None: continuous
+    fingerprint: str | None = None  # digest of the data (aekit.trainer.data_fingerprint): resume checks it
 
     def __post_init__(self):
         if self.image_shape is not None:

@@ -80,7 +80,7 @@ SPECS: dict[str, ModelSpec] = {spec.kind: spec for spec in (
               _build_rbm, combine({"likelihood", "cd_steps", "persistent"}), train_settings=CD_TRAINING,
               defaults={"latent_dim": 500},
               # Hinton's practical guide (2010): CD learning rate 0.1 on batch means, mini-batches of 100
-              train_defaults={"lr": 0.1, "batch_size": 100, "epochs": 10}, fit=_fit_rbm),
+              train_defaults={"lr": 0.1, "batch_size": 100, "epochs": 10}, fit=_fit_rbm, resamples_data=True),
     ModelSpec("deep-ae", "deep autoencoder (Hinton & Salakhutdinov 2006), --pretrain rbm for layer-wise RBM pretraining",
               _build_deep_ae, combine(likelihood_settings, _deep_ae_settings),
               defaults={"hidden_dims": (1000, 500, 250), "latent_dim": 30, "likelihood": "bernoulli"},

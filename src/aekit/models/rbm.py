@@ -1013,23 +1013,34 @@ def build_rbm(cfg, shape) -> RBMRunModel:
 
 
 def fit_rbm(model: RBMRunModel, x: Tensor, run_cfg, progress: bool = True) -> RBMRunModel:
-    """CD-k / PCD-k on shuffled index batches of the data tensor; epochs, batch size, learning rate and
-    weight decay from the training settings, k, persistence and momentum from the model settings."""
+    """CD-k / PCD-k on shuffled mini-batches of the data tensor (the trainer's BatchLoader: full batches,
+    the order a pure function of the seed and the epoch); epochs, batch size, learning rate and weight
+    decay from the training settings, k, persistence and momentum from the model settings.
+
+    Under ``--binarize dynamic`` every batch is a fresh Bernoulli sample of the grey pixels, drawn
+    anew each epoch — the RBM then models binary data, the data its test likelihood is measured on.
+    """
     from tqdm.auto import tqdm
 
+    from ..data import ArrayDataset, BatchLoader
+
     cfg, train_cfg = run_cfg.model, run_cfg.train
-    generator = torch.Generator(device=x.device).manual_seed(train_cfg.seed)
     if model.rbm_config.visible == "bernoulli":
         model.init_visible_bias(x)
-    n, b = len(x), train_cfg.batch_size
-    bar = tqdm(range(train_cfg.epochs), desc="CD" if not cfg.persistent else "PCD", disable=not progress, leave=False)
-    for epoch in bar:
-        order = torch.randperm(n, generator=generator, device=x.device)
-        error = torch.zeros((), device=x.device)
-        for start in range(0, n - b + 1, b):
-            stats = model.cd_step(x[order[start:start + b]], cfg.cd_steps, persistent=cfg.persistent,
-                                  learning_rate=train_cfg.lr, momentum=train_cfg.momentum,
-                                  weight_decay=train_cfg.weight_decay)
-            error += stats["reconstruction_error"]
-        bar.set_postfix(reconstruction_error=f"{float(error) / max(1, n // b):.2f}")
+    if len(x) < train_cfg.batch_size:
+        raise AekitError(f"--batch-size {train_cfg.batch_size} exceeds the {len(x)} training rows; lower it")
+    loader = BatchLoader(ArrayDataset(x, None, None, None, "train"), train_cfg.batch_size, drop_last=True,
+                         dynamic_binarize=run_cfg.data.binarize == "dynamic", seed=train_cfg.seed)
+    with torch.random.fork_rng(devices=[x.device] if x.device.type == "cuda" else []):
+        torch.manual_seed(train_cfg.seed)  # the Gibbs chains' noise
+        bar = tqdm(range(train_cfg.epochs), desc="CD" if not cfg.persistent else "PCD", disable=not progress,
+                   leave=False)
+        for epoch in bar:
+            loader.set_epoch(epoch)
+            error = torch.zeros((), device=x.device)
+            for v, _ in loader:
+                stats = model.cd_step(v, cfg.cd_steps, persistent=cfg.persistent, learning_rate=train_cfg.lr,
+                                      momentum=train_cfg.momentum, weight_decay=train_cfg.weight_decay)
+                error += stats["reconstruction_error"]
+            bar.set_postfix(reconstruction_error=f"{float(error) / len(loader):.2f}")
     return model

@@ -96,6 +96,7 @@ class ModelSpec:
     train_defaults: Mapping[str, Any] = field(default_factory=dict)  # TrainConfig values likewise
     fit: Callable | None = None         # fit(model, x_train, run_cfg, progress) → model: a procedure, not gradient descent
     initialize: Callable | None = None  # initialize(model, x_train, run_cfg, progress): before gradient training
+    resamples_data: bool = False        # a fit procedure that honours dynamic binarization (resamples each epoch)
 
     @property
     def gradient_trained(self) -> bool:
@@ -148,3 +149,13 @@ def _enabling(cfg: ModelConfig, name: str) -> ModelConfig:
 def used_settings(spec: ModelSpec, cfg: ModelConfig) -> tuple[set[str], frozenset[str]]:
     """(model settings, training settings) the kind reads under ``cfg`` (for --help and the settings table)."""
     return spec.model_settings(cfg) | {"kind"}, spec.used_train_settings(cfg)
+
+
+def possible_settings(spec: ModelSpec) -> set[str]:
+    """Every ModelConfig / TrainConfig field the kind reads under some configuration (for --help)."""
+    base = spec.effective_defaults()[0]
+    used = spec.model_settings(base) | set(spec.used_train_settings(base))
+    for name in _ENABLERS:
+        enabled = _enabling(base, name)
+        used |= spec.model_settings(enabled) | set(spec.used_train_settings(enabled))
+    return used
