@@ -8,16 +8,22 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "src"))
 os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO / "src"), os.environ.get("PYTHONPATH")) if p)
 
+# OpenMP threads that sleep rather than spin while waiting (what `import aekit` sets for itself), so
+# tests and their subprocesses stay fast when the machine has other work.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
 import pytest  # noqa: E402
 import torch  # noqa: E402
 
-# Two cores on CI: keep intra-op threads modest so parallel helpers and subprocesses do not thrash.
-torch.set_num_threads(min(2, torch.get_num_threads()))
+# The tests train tiny models, for which one thread is fastest (and the only robust choice on a
+# shared 2-core machine); aekit's trainer chooses its own count for the models it builds.
+torch.set_num_threads(1)
 
 
 def mnist_dir() -> Path | None:
-    """The real MNIST IDX files: $AEKIT_MNIST_DIR, else ../shared/data/mnist beside the clone."""
-    candidates = [os.environ.get("AEKIT_MNIST_DIR"), REPO.parent / "shared" / "data" / "mnist"]
+    """The real MNIST IDX files: $AEKIT_DATA_DIR (the library's own variable), else ../shared/data/mnist."""
+    env = os.environ.get("AEKIT_DATA_DIR")
+    candidates = [env, env and Path(env) / "mnist", REPO.parent / "shared" / "data" / "mnist"]
     for c in candidates:
         if c and (Path(c) / "train-images-idx3-ubyte.gz").exists():
             return Path(c)
@@ -28,7 +34,7 @@ def mnist_dir() -> Path | None:
 def mnist_path():
     path = mnist_dir()
     if path is None:
-        pytest.skip("MNIST IDX files not found (set AEKIT_MNIST_DIR or place them in ../shared/data/mnist)")
+        pytest.skip("MNIST IDX files not found (set AEKIT_DATA_DIR to their folder or place them in ../shared/data/mnist)")
     return path
 
 

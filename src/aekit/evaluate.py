@@ -1,14 +1,32 @@
 """Evaluation of a trained model on one split (all figures in nats per example unless named otherwise).
 
-* ``neg_elbo``, ``reconstruction``, ``kl``: the true ELBO's parts (β = 1, no free bits).
+What a model reports depends on what it can do (:mod:`aekit.capabilities`) and on what its numbers
+mean for the data at hand — a figure is reported only under a name that says what it is:
+
+* ``neg_elbo``, ``reconstruction``, ``kl``: the true ELBO's parts (β = 1, no free bits); for
+  autoencoders ``reconstruction`` = −log p(x | f(x)).
 * ``kl_per_dim`` and ``active_units``: a unit j is active when Cov_x(E_q[z_j]) > 0.01
   (Burda et al. 2016, §5.2).
-* ``log_px``: importance-sampled log p(x) with k samples (``iw_samples``; 5000 for reported figures),
-  and ``bits_per_dim`` = −log p(x) / (D ln 2).
-* ``squared_error``: Σ_d (x_d − x̂_d)² per image, x̂ the reconstruction from the posterior mean.
+* Likelihoods, by the kind of likelihood and data:
+
+  - a **discrete** likelihood (Bernoulli pixels) on binary data: ``log_px`` = log p(x), a
+    log-probability (importance-sampled with k samples, exact where the model has it), and
+    ``bits_per_dim`` = −log p(x) / (D ln 2);
+  - a **density** (Gaussian, continuous Bernoulli, PPCA) on data quantized to L levels (8-bit pixels:
+    L = 256): ``log_density`` = log p(x) at the data points (a density, not a probability: it can be
+    positive and says nothing in bits), and ``log_px_dequantized`` = E_u[log p(x̃)] − D log L with
+    x̃ = (k + u)/L, u ~ U[0, 1)^D, k the level of x — by Jensen a lower bound on the log-probability
+    of the discretized data (Theis et al. 2016) — and ``bits_per_dim`` = −log_px_dequantized / (D ln 2)
+    = −E_u[log p(x̃)] / (D ln 2) + log₂ L, the figure published bits/dim are;
+  - a density on continuous data: ``log_density`` only (no bits/dim exist for it);
+  - a Bernoulli likelihood on grey-level data: nothing. On [0, 1] the Bernoulli "density" integrates
+    to between 1/8 and 1/2, so its value is neither a probability nor a density; ``note`` says how
+    to get a real likelihood (``--binarize dynamic``, or ``--likelihood continuous-bernoulli``).
+
+* ``squared_error``: Σ_d (x_d − x̂_d)² per example, x̂ the reconstruction from the posterior mean.
 * ``corrupted_squared_error`` (models that corrupt their input, e.g. dae): Σ_d (x_d − x̂(x̃)_d)² per
-  image, x̃ the model's corruption of x drawn with a fixed seed.
-* Linear models (those with a ``decoder_basis``), against the training split: ``max_principal_angle``
+  example, x̃ the model's corruption of x drawn with a fixed seed.
+* Linear models (a linear decoder subspace), against the training split: ``max_principal_angle``
   (radians) between the decoder's column space and the top-d eigenvectors of the data covariance,
   and ``train_squared_error`` beside ``pca_residual`` = Σ_{j>d} λ_j, the least squared error per
   example any rank-d linear reconstruction can reach (Baldi & Hornik 1989; 1/N covariance).
@@ -17,44 +35,84 @@
 from __future__ import annotations
 
 import math
+import sys
+import time
 
 import torch
 from tqdm.auto import tqdm
 
-from .capabilities import LOG_LIKELIHOOD, has
+from .capabilities import CORRUPTS_INPUT, LOG_LIKELIHOOD, POSTERIOR, SUBSPACE, has
+from .data import value_levels
+from .errors import AekitError
 from .objectives import kl_per_dimension
 from .trainer import VALIDATION_SEED, evaluate_terms
 
 ACTIVE_UNIT_THRESHOLD = 0.01
+DEQUANTIZATION_SEED = 4242
+GREY_BERNOULLI_NOTE = ("no likelihood: Bernoulli pixels on grey-level data are not a probability model of them; "
+                       "train with --binarize dynamic for log p(x) of binarized data, or --likelihood "
+                       "continuous-bernoulli for a density of the grey values")
+
+
+def discrete_likelihood(model) -> bool:
+    """Whether the model's p(x) is a distribution over discrete (binary) x, i.e. log p(x) ≤ 0."""
+    declared = getattr(model, "discrete_likelihood", None)
+    if declared is not None:
+        return bool(declared)
+    likelihood = getattr(getattr(model, "decoder", None), "likelihood", None)
+    return bool(getattr(likelihood, "discrete", False))
+
+
+def likelihood_kind(model, data_x: torch.Tensor) -> tuple[str, int | None]:
+    """("probability" | "dequantized" | "density" | "invalid", levels L) for this model on this data."""
+    levels = value_levels(data_x)
+    if discrete_likelihood(model):
+        return ("probability" if levels == 2 else "invalid"), levels
+    return ("dequantized" if levels is not None else "density"), levels
+
+
+def dequantize(x: torch.Tensor, levels: int, generator: torch.Generator) -> torch.Tensor:
+    """x̃ = (k + u) / L with k = round(x (L − 1)) the level of x and u ~ U[0, 1): uniform over x's bin."""
+    k = torch.round(x * (levels - 1))
+    u = torch.rand(x.shape, generator=generator, device=x.device, dtype=x.dtype)
+    return (k + u) / levels
+
+
+def _check_settings(iw_samples: int, batch_size: int) -> None:
+    if not isinstance(batch_size, int) or batch_size < 1:
+        raise AekitError(f"--batch-size must be >= 1, got {batch_size}")
+    if not isinstance(iw_samples, int) or iw_samples < 0:
+        raise AekitError(f"--iw-samples must be >= 0 (0 skips the likelihood), got {iw_samples}")
 
 
 @torch.no_grad()
 def evaluate_model(model, data, *, iw_samples: int = 1000, batch_size: int = 500, progress: bool = True,
                    reference=None) -> dict:
     """The figures above on ``data``; ``reference`` (the training split) enables the linear-model ones."""
+    _check_settings(iw_samples, batch_size)
     model.eval()
-    results: dict = {"split_size": len(data)}
-    results.update(evaluate_terms(model, data))
     n = len(data)
+    results: dict = {"split_size": n}
+    results.update(evaluate_terms(model, data))
     sq_err = torch.zeros((), dtype=torch.float64, device=data.x.device)
     means, kl_dims = [], []
     for start in range(0, n, batch_size):
         x = data.x[start:start + batch_size]
         y = None if data.y is None else data.y[start:start + batch_size]
         sq_err += ((x - model.reconstruct(x, y)) ** 2).sum(-1).double().sum()
-        if has(model, LOG_LIKELIHOOD):
+        if has(model, POSTERIOR):
             qz = model.encode(x, y)
             means.append(qz.mean.double())
             if isinstance(qz, torch.distributions.Independent) and hasattr(model, "prior"):
                 kl_dims.append(kl_per_dimension(qz, model.prior()).double().sum(0))
     results["squared_error"] = float(sq_err) / n
-    if getattr(model, "corruption", None) is not None:  # denoising models: the error from corrupted inputs
+    if has(model, CORRUPTS_INPUT):  # denoising models: the error from corrupted inputs
         from .regularizers import corrupted_squared_error
 
         results["corruption"] = str(model.corruption)
         results["corrupted_squared_error"] = corrupted_squared_error(model, data, model.corruption,
                                                                      seed=VALIDATION_SEED, batch_size=batch_size)
-    if reference is not None and hasattr(model, "decoder_basis"):
+    if reference is not None and has(model, SUBSPACE):
         results.update(subspace_figures(model, reference.x, batch_size))
     if kl_dims:  # factorized q(z|x): per-dimension KL
         results["kl_per_dim"] = [float(v) / n for v in torch.stack(kl_dims).sum(0)]
@@ -63,27 +121,66 @@ def evaluate_model(model, data, *, iw_samples: int = 1000, batch_size: int = 500
         results["active_units"] = int((mu.var(0, unbiased=True) > ACTIVE_UNIT_THRESHOLD).sum())
         results["latent_dim"] = int(mu.shape[1])
     if has(model, LOG_LIKELIHOOD):
-        if iw_samples > 0 and hasattr(model, "prepare_likelihood"):
-            # e.g. an RBM's log Z by annealed importance sampling, from the training data's base rates
-            estimate = model.prepare_likelihood((reference if reference is not None else data).x)
-            results["log_partition"] = {"estimate": estimate.log_z, "lower": estimate.lower, "upper": estimate.upper}
-        if iw_samples > 0:
-            exact = getattr(model, "exact_likelihood", False)
-            results["log_px_method"] = getattr(model, "likelihood_method", None) or (
-                "exact" if exact else f"importance sampling, k={iw_samples}")
-            total = torch.zeros((), dtype=torch.float64, device=data.x.device)
-            # Smaller batches when k is large keep the time to the first progress update short.
-            ll_batch = max(1, min(batch_size, 100))
-            with torch.random.fork_rng(devices=[data.x.device] if data.x.device.type == "cuda" else []):
-                torch.manual_seed(VALIDATION_SEED)
-                bar = tqdm(range(0, n, ll_batch), desc=f"log p(x), k={iw_samples}", disable=not progress, leave=False)
-                for start in bar:
-                    x = data.x[start:start + ll_batch]
-                    y = None if data.y is None else data.y[start:start + ll_batch]
-                    total += model.log_likelihood(x, y, num_samples=iw_samples).double().sum()
-            results["log_px"] = float(total) / n
-            results["bits_per_dim"] = -results["log_px"] / (data.x.shape[1] * math.log(2))
+        results.update(likelihood_figures(model, data, iw_samples=iw_samples, progress=progress, reference=reference))
     return results
+
+
+@torch.no_grad()
+def likelihood_figures(model, data, *, iw_samples: int = 1000, progress: bool = True, reference=None) -> dict:
+    """The likelihood figures that mean what their names say for this model and data (module docstring)."""
+    kind, levels = likelihood_kind(model, data.x)
+    if kind == "invalid":
+        return {"note": GREY_BERNOULLI_NOTE}
+    if iw_samples == 0:
+        return {}
+    out: dict = {}
+    if hasattr(model, "prepare_likelihood"):
+        # e.g. an RBM's log Z by annealed importance sampling, from the training data's base rates
+        estimate = model.prepare_likelihood((reference if reference is not None else data).x)
+        out["log_partition"] = {"estimate": estimate.log_z, "lower": estimate.lower, "upper": estimate.upper}
+    method = getattr(model, "likelihood_method", None) or f"importance sampling, k={iw_samples}"
+    d = data.x.shape[1]
+    log_p = mean_log_likelihood(model, data, iw_samples, progress)
+    if kind == "probability":
+        out.update(log_px=log_p, log_px_method=method, bits_per_dim=-log_p / (d * math.log(2)))
+        return out
+    out.update(log_density=log_p, log_density_method=method)
+    if kind == "dequantized":
+        generator = torch.Generator(device=data.x.device).manual_seed(DEQUANTIZATION_SEED)
+        from dataclasses import replace
+
+        noisy = replace(data, x=dequantize(data.x, levels, generator))
+        log_p_tilde = mean_log_likelihood(model, noisy, iw_samples, progress)
+        out["log_px_dequantized"] = log_p_tilde - d * math.log(levels)
+        out["bits_per_dim"] = -out["log_px_dequantized"] / (d * math.log(2))
+        out["bits_per_dim_method"] = f"uniform dequantization of {levels} levels: -E[log p(x~)]/(D ln 2) + log2 {levels}"
+    return out
+
+
+def mean_log_likelihood(model, data, iw_samples: int, progress: bool) -> float:
+    """Mean of ``model.log_likelihood`` over ``data`` (nats per example), with fixed noise and a time estimate."""
+    n = len(data)
+    total = torch.zeros((), dtype=torch.float64, device=data.x.device)
+    # Smaller batches when k is large keep the time to the first progress update short.
+    ll_batch = max(1, min(500, max(1, 200_000 // max(1, iw_samples))))
+    with torch.random.fork_rng(devices=[data.x.device] if data.x.device.type == "cuda" else []):
+        torch.manual_seed(VALIDATION_SEED)
+        bar = tqdm(range(0, n, ll_batch), desc=f"log p(x), k={iw_samples}", disable=not progress, leave=False)
+        started = time.perf_counter()
+        for i, start in enumerate(bar):
+            x = data.x[start:start + ll_batch]
+            y = None if data.y is None else data.y[start:start + ll_batch]
+            total += model.log_likelihood(x, y, num_samples=iw_samples).double().sum()
+            if i == 0 and n > ll_batch:
+                estimate = (time.perf_counter() - started) * n / len(x)
+                if estimate > 20:
+                    print(f"log p(x) with k={iw_samples} on {n} examples: about {_duration(estimate)} "
+                          f"(from the first batch)", file=sys.stderr)
+    return float(total) / n
+
+
+def _duration(seconds: float) -> str:
+    return f"{seconds:.0f} s" if seconds < 90 else f"{seconds / 60:.0f} min"
 
 
 @torch.no_grad()
@@ -100,13 +197,16 @@ def subspace_figures(model, x_train: torch.Tensor, batch_size: int = 1000) -> di
 
 
 def format_table(results: dict, title: str) -> str:
-    """A two-column text table of the scalar figures (lists summarized)."""
-    rows = []
+    """A two-column text table of the scalar figures (lists summarized, notes on their own lines)."""
+    rows, notes = [], []
     for k, v in results.items():
+        if k == "note":
+            notes.append(f"  note: {v}")
+            continue
         if isinstance(v, list):
             v = "[" + ", ".join(f"{u:.2f}" for u in v[:16]) + (", ..." if len(v) > 16 else "") + "]"
         elif isinstance(v, float):
             v = f"{v:.4f}"
         rows.append((k, str(v)))
     width = max(len(k) for k, _ in rows)
-    return "\n".join([title] + [f"  {k:<{width}}  {v}" for k, v in rows])
+    return "\n".join([title] + [f"  {k:<{width}}  {v}" for k, v in rows] + notes)

@@ -27,6 +27,7 @@ class BernoulliLikelihood(nn.Module):
 
     params_per_dim = 1
     data_range = (0.0, 1.0)
+    discrete = True  # a distribution over binary x: log p(x) is a log-probability (on grey x, neither)
 
     def forward(self, out: torch.Tensor) -> Distribution:
         # validate_args=False: grey-level targets in [0, 1] are the usual practice on MNIST

@@ -29,11 +29,28 @@ def set_wait_policy(policy: str = "PASSIVE") -> bool:
     return True
 
 
-def configure(threads: int | None) -> None:
-    """Use ``threads`` CPU threads for torch's intra-op pool (None: leave torch's choice)."""
-    if threads is None:
-        return
+# Below this many floating-point operations per training step a second thread costs more in
+# synchronization than it saves, and on a busy machine a lot more (see BENCHMARKS.md, "threads").
+SINGLE_THREAD_FLOPS = 2e8
+
+
+def step_flops(model, batch_size: int) -> float:
+    """≈ FLOPs of one training step: 6 per parameter per example (forward 2, backward 4)."""
+    return 6.0 * batch_size * sum(p.numel() for p in model.parameters())
+
+
+def choose_threads(flops_per_step: float | None) -> int | None:
+    """1 thread for small work, torch's default (one per core) otherwise; None when unknown."""
+    if flops_per_step is None:
+        return None
+    return 1 if flops_per_step < SINGLE_THREAD_FLOPS else None
+
+
+def configure(threads: int | None, flops_per_step: float | None = None) -> int:
+    """Set torch's intra-op pool: ``threads`` if given, else sized for the work; returns the count in use."""
     import torch
 
-    if torch.get_num_threads() != threads:
-        torch.set_num_threads(threads)
+    wanted = threads if threads is not None else choose_threads(flops_per_step)
+    if wanted is not None and torch.get_num_threads() != wanted:
+        torch.set_num_threads(wanted)
+    return torch.get_num_threads()

@@ -327,7 +327,6 @@ def fit(cfg: RunConfig | None, out: str | Path, *, resume: bool = False, splits:
         device = resolve_device(cfg.train.device, local_rank)
         if cfg.train.amp and device.type != "cuda":
             raise AekitError("--amp (bfloat16 autocast) needs a CUDA GPU; this run is on the CPU: drop --amp")
-        configure_threads(cfg.train.threads)
         if world > 1 and not dist.is_initialized():
             dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
         if device.type == "cuda":
@@ -354,6 +353,10 @@ def _train(cfg: RunConfig, out: Path, splits: DataSplits, folder: _Folder, gener
     tc = cfg.train
     spec = get_spec(cfg.model.kind)
     model = build_model(cfg.model, cfg.shape).to(device)
+    if device.type == "cpu":
+        from .threads import configure, step_flops
+
+        configure(tc.threads, step_flops(model, tc.batch_size // world))
     loader = BatchLoader(splits.train, tc.batch_size, shuffle=True, drop_last=tc.drop_last,
                          dynamic_binarize=splits.binarize == "dynamic", seed=tc.seed, rank=rank, world_size=world)
     if len(loader) == 0:
@@ -547,6 +550,9 @@ def _fit_by_procedure(cfg: RunConfig, out: Path, splits: DataSplits, folder: _Fo
     if is_writer:
         runs.save_config(out, cfg)
     start = time.perf_counter()
+    from .threads import configure
+
+    configure(cfg.train.threads)
     model = build_model(cfg.model, cfg.shape).to(splits.train.x.device)
     model = spec.fit(model, splits.train.x, cfg, progress=_progress(cfg.train) and is_writer)
     seconds = time.perf_counter() - start
@@ -586,8 +592,3 @@ def _log(writer, record: dict) -> None:
             writer.add_scalar(k, v, record["step"])
     writer.flush()
 
-
-def configure_threads(threads: int | None) -> None:
-    from .threads import configure
-
-    configure(threads)

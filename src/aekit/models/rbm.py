@@ -962,6 +962,11 @@ class RBMRunModel(RBM):
         super().__init__(*args, **kwargs)
         self.log_z_estimate: AISEstimate | None = None
 
+    @property
+    def discrete_likelihood(self) -> bool:
+        """Bernoulli visible units: p(v) is a distribution over binary v (a density for Gaussian units)."""
+        return self.visible_units.binary
+
     def embed(self, v: Tensor, y=None) -> Tensor:
         return self.forward(v)
 

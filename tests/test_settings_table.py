@@ -1,0 +1,120 @@
+"""The model × setting table: every setting either changes a model's result or is refused.
+
+For every kind and every setting (model, training and data fields), the setting is moved off the
+kind's default (with whatever setting switches it on, e.g. --kl-schedule linear for --warmup-steps)
+and the model trained for a few steps on digits. The run must either be refused with one line, or end
+with different weights or a different validation history than the same run without the change. The
+presentation settings (device, figures, progress, threads, checkpoint interval) are the exception by
+design, and the test checks the opposite for them: they never change a result.
+"""
+
+import dataclasses
+
+import pytest
+import torch
+
+import aekit
+from aekit import runs
+from aekit.config import DataConfig, ModelConfig, TrainConfig
+from aekit.errors import AekitError
+from aekit.models import SPECS
+from aekit.models.registry import PRESENTATION, _ENABLERS, possible_settings
+
+# A value off the default for every setting (the test picks another when the kind's default is this one).
+ALTERNATIVES = {
+    "latent_dim": [3, 4], "hidden_dims": [(12,), (10,)], "activation": ["tanh", "elu"], "body": ["conv"],
+    "likelihood": ["gaussian", "bernoulli"], "sigma": [0.5], "prior": [], "beta": [2.0], "kl_schedule": ["linear"],
+    "warmup_steps": [3], "cycle_steps": [2], "free_bits": [0.5], "mc_samples": [3], "iw_samples": [3],
+    "method": ["em", "closed-form"], "max_iter": [2], "tol": [0.5], "cd_steps": [3], "persistent": [True],
+    "pretrain": ["rbm", "none"], "pretrain_epochs": [2], "corruption": ["masking", "gaussian"],
+    "corruption_level": [0.5], "code_activation": ["sigmoid", "identity"], "sparsity": ["l1", "none"],
+    "sparsity_weight": [0.5], "sparsity_target": [0.2], "contractive_weight": [0.5, 0.0],
+    "epochs": [2], "steps": [2], "batch_size": [128], "drop_last": [True], "lr": [0.05, 0.02], "betas": [(0.5, 0.9)],
+    "eps": [1e-2], "weight_decay": [0.1], "momentum": [0.9, 0.5], "lr_schedule": ["cosine"], "grad_clip": [0.01],
+    "patience": [1], "seed": [1], "amp": [True],
+    "binarize": ["static"], "val_fraction": [0.2], "data_seed": [1], "labels": ["labels.npy"],
+}
+# Settings only some values of which are valid for some kinds; a refusal still counts (it is one line).
+DATA_FIELDS = {"binarize", "val_fraction", "data_seed", "labels"}
+
+
+def _base(kind: str) -> dict:
+    """Small, fast settings that the kind uses (a setting it does not use would itself be refused)."""
+    usable = possible_settings(SPECS[kind])
+    base = {"latent_dim": 2, "figures": "none", "progress": False}
+    for name, value in (("hidden_dims", (12,)), ("batch_size", 256), ("epochs", 1)):
+        if name in usable:
+            base[name] = value
+    if kind == "rbm":
+        base["latent_dim"] = 6
+    return base
+
+
+def _result(out) -> tuple[dict, list]:
+    weights = {k: v.clone() for k, v in aekit.load(out, which="last").state_dict().items()}
+    history = [h.get("val/loss") for h in runs.read_metrics(out)]
+    return weights, history
+
+
+def _same(a, b) -> bool:
+    (wa, ha), (wb, hb) = a, b
+    return wa.keys() == wb.keys() and all(torch.equal(wa[k], wb[k]) for k in wa) and ha == hb
+
+
+def _settings_of(kind):
+    fields = [f.name for f in dataclasses.fields(ModelConfig) if f.name != "kind"]
+    fields += [f.name for f in dataclasses.fields(TrainConfig)]
+    fields += ["binarize", "val_fraction", "data_seed", "labels"]
+    return fields
+
+
+@pytest.mark.parametrize("kind", sorted(SPECS))
+def test_every_setting_changes_the_result_or_is_refused(kind, tmp_path):
+    import numpy as np
+
+    np.save(tmp_path / "labels.npy", np.zeros(1797, dtype=np.int64))
+    base = _base(kind)
+    defaults = {**dataclasses.asdict(SPECS[kind].effective_defaults()[0]),
+                **dataclasses.asdict(SPECS[kind].effective_defaults()[1]),
+                "binarize": DataConfig().binarize, "val_fraction": DataConfig().val_fraction, "data_seed": 0,
+                "labels": None}
+    reference_runs: dict[tuple, tuple] = {}
+    table = {}
+    for i, name in enumerate(_settings_of(kind)):
+        if name in PRESENTATION or name == "checkpoint_seconds":
+            continue
+        enabling = dict(_ENABLERS.get(name, {}))
+        if name == "patience":
+            enabling = {"lr": 1e-12, "epochs": 3} if "lr" in possible_settings(SPECS[kind]) else {}
+        start = {**base, **enabling}
+        current = start.get(name, defaults.get(name))
+        choices = [v for v in ALTERNATIVES[name] if v != current]
+        if not choices:
+            continue
+        value = choices[0]
+        if name == "labels":
+            value = str(tmp_path / value)
+        changed = {**start, name: value}
+        try:
+            out = tmp_path / f"{i}-{name}"
+            aekit.train(kind, "digits", out=out, **changed)
+        except AekitError as e:
+            assert "\n" not in str(e)
+            table[name] = "refused"
+            continue
+        key = tuple(sorted(start.items()))
+        if key not in reference_runs:
+            ref = tmp_path / f"{i}-{name}-reference"
+            aekit.train(kind, "digits", out=ref, **start)
+            reference_runs[key] = _result(ref)
+        assert not _same(_result(out), reference_runs[key]), f"{kind}: --{name.replace('_', '-')} {value} was accepted but changed nothing"
+        table[name] = "acts"
+    assert table, kind
+
+
+def test_presentation_settings_never_change_a_result(tmp_path):
+    base = {"latent_dim": 2, "hidden_dims": (12,), "batch_size": 256, "epochs": 2, "figures": "none", "progress": False}
+    aekit.train("vae", "digits", out=tmp_path / "a", **base)
+    aekit.train("vae", "digits", out=tmp_path / "b", **{**base, "figures": "epoch", "threads": 1, "device": "cpu",
+                                                         "checkpoint_seconds": 1e-9, "figure_seconds": 0.0})
+    assert _same(_result(tmp_path / "a"), _result(tmp_path / "b"))
