@@ -24,7 +24,11 @@ Imputation methods (``METHODS``), each giving a single imputation x̂_m, observe
   z' ~ q(z | x̂), accept with probability
   min{1, p(x̂|z') p(z') q(z_t|x̂) / [p(x̂|z_t) p(z_t) q(z'|x̂)]}, then x̂_m ~ p(x_m | z_{t+1}).
 * ``iterate``: any model, autoencoders included: x̂ ← x with missing entries at the observed column
-  means, then x̂_m ← reconstruct(x̂)_m, repeated.
+  means, then x̂_m ← reconstruct(x̂)_m, repeated. For PCA this converges to the completion closest
+  to the principal subspace, argmin_{x_m} ‖(I − UUᵀ)(x̂ − μ)‖².
+
+``gibbs`` and ``iterate`` feed completed rows to the encoder; a model trained on zero-filled rows
+(miwae) was never shown such rows and runs away, so it imputes with ``importance`` or ``metropolis``.
 """
 
 from __future__ import annotations
@@ -36,7 +40,7 @@ from typing import Callable
 import torch
 from torch.distributions import Distribution, Independent
 
-from .capabilities import POSTERIOR, SAMPLE, has, kind_of, require
+from .capabilities import MISSING_DATA, POSTERIOR, SAMPLE, has, kind_of, require
 from .errors import AekitError, unknown_choice
 
 # Elements of decoder output per chunk of importance samples: bounds memory whatever K and the batch are.
@@ -83,9 +87,19 @@ class MaskedLikelihood(Distribution):
 
 
 # ------------------------------------------------------------------------------------- methods
-def _importance(model, x0, observed, *, samples: int, **_) -> torch.Tensor:
-    """Σ_k w_k E[x | z_k] over chunks of z_k ~ q(z | x̃), merged by a running log-sum-exp; (B, D)."""
-    qz = model.encode(x0)
+def _importance(model, x0, observed, *, samples: int, column_means: torch.Tensor, **_) -> torch.Tensor:
+    """Σ_k w_k E[x | z_k] over chunks of z_k from the proposal, merged by a running log-sum-exp; (B, D).
+
+    A model trained on zero-filled rows (MISSING_DATA: miwae) proposes from its q(z | x̃) as MIWAE
+    does. Any other model's encoder never saw a row with holes, and its q(z | x̄) (x̄: missing entries
+    at the column means) treats the filled values as observed: too narrow, in the wrong place, and the
+    weights degenerate (measured on PPCA, D = 8, q = 2, σ² = 0.1, 30% missing, K = 2000: 19% of mean
+    imputation's squared error to the exact conditional is left, with x̄ or with zeros). It proposes
+    from the defensive mixture ½ q(z | x̄) + ½ p(z) (Hesterberg 1995) instead, whose weights are
+    bounded by 2 p(x_o | z): still consistent, and 0.5% of that error is left on the same problem.
+    """
+    zero_filled = has(model, MISSING_DATA)
+    qz = model.encode(x0 if zero_filled else torch.where(observed, x0, column_means.expand_as(x0)))
     prior = model.prior()
     chunk = max(1, _CHUNK_ELEMENTS // max(1, x0.numel()))
     top = torch.full(x0.shape[:1], -math.inf, dtype=torch.float64, device=x0.device)  # running max of log w
@@ -94,9 +108,15 @@ def _importance(model, x0, observed, *, samples: int, **_) -> torch.Tensor:
     done = 0
     while done < samples:
         k = min(chunk, samples - done)
-        z = qz.sample((k,))  # (k, B, J)
+        if zero_filled:
+            z = qz.sample((k,))  # (k, B, J)
+            log_q = qz.log_prob(z)
+        else:
+            from_prior = torch.rand(k, x0.shape[0], 1, device=x0.device) < 0.5
+            z = torch.where(from_prior, prior.sample((k, x0.shape[0])), qz.sample((k,)))  # (k, B, J)
+            log_q = torch.logaddexp(qz.log_prob(z), prior.log_prob(z)) - math.log(2.0)
         px = model.decode(z)
-        log_w = (MaskedLikelihood(px, observed).log_prob(x0) + prior.log_prob(z) - qz.log_prob(z)).double()  # (k, B)
+        log_w = (MaskedLikelihood(px, observed).log_prob(x0) + prior.log_prob(z) - log_q).double()  # (k, B)
         new_top = torch.maximum(top, log_w.max(0).values)
         rescale = torch.exp(top - new_top)
         w = torch.exp(log_w - new_top)  # (k, B)
@@ -172,6 +192,10 @@ class ImputeMethod:
     help: str
     needs: tuple[str, ...]   # capabilities the model must declare
     run: Callable
+    # Feeds completed rows x̂ to the model as they are, with no importance weight or acceptance step to
+    # correct the result. A model trained on zero-filled rows (MISSING_DATA, e.g. miwae) never saw such
+    # inputs, and the iteration runs away from the data (measured: imputations of 1e10 and more).
+    completes_input: bool = False
 
 
 METHODS: dict[str, ImputeMethod] = {
@@ -179,19 +203,20 @@ METHODS: dict[str, ImputeMethod] = {
     "importance": ImputeMethod("self-normalized importance sampling with the encoder as proposal (MIWAE, eq. 15)",
                                (POSTERIOR, SAMPLE), _importance),
     "gibbs": ImputeMethod("pseudo-Gibbs sampling, z ~ q(z|x̂), x̂_m ~ p(x_m|z) (Rezende et al. 2014)",
-                          (POSTERIOR, SAMPLE), _gibbs),
+                          (POSTERIOR, SAMPLE), _gibbs, completes_input=True),
     "metropolis": ImputeMethod("Metropolis-within-Gibbs sampling (Mattei & Frellsen 2018)", (POSTERIOR, SAMPLE),
                                _metropolis),
     "iterate": ImputeMethod("iterated reconstruction x̂_m ← reconstruct(x̂)_m, from the column means (any model)", (),
-                            _iterate),
+                            _iterate, completes_input=True),
 }
 
 
 def methods_for(model) -> list[str]:
     """The imputation methods ``model`` supports, in order of preference (the first is the default)."""
     out = ["exact"] if _exact_for(model) is not None else []
-    out += [name for name, m in METHODS.items()
-            if name != "exact" and m.run is not None and all(has(model, c) for c in m.needs)]
+    zero_filled = has(model, MISSING_DATA)
+    out += [name for name, m in METHODS.items() if name != "exact" and m.run is not None
+            and all(has(model, c) for c in m.needs) and not (m.completes_input and zero_filled)]
     return out
 
 
@@ -224,6 +249,8 @@ def impute(model, x: torch.Tensor, *, method: str | None = None, samples: int = 
             raise AekitError(f"{kind_of(model)} has no closed-form conditional; it imputes with: {', '.join(available)}")
         for capability in METHODS[method].needs:
             require(model, capability, f"--method {method}")
+        raise AekitError(f"{kind_of(model)} was trained on zero-filled rows and diverges when --method {method} feeds "
+                         f"it completed ones; it imputes with: {', '.join(available)}")
     if getattr(model, "num_classes", None):
         raise AekitError("imputation with a conditional model (cvae) needs labels; train an unconditional model")
     if samples < 1 or iterations < 1:
