@@ -92,6 +92,13 @@ def _free_energy(model, x, y, s: ScoreSettings) -> torch.Tensor:
 SCORES: dict[str, AnomalyScore] = {}
 
 
+def device_of(model) -> torch.device:
+    """Where the model's weights (or buffers) live; the CPU for a model with neither."""
+    for tensor in (*model.parameters(), *model.buffers()):
+        return tensor.device
+    return torch.device("cpu")
+
+
 def register_score(score: AnomalyScore) -> None:
     """Add an anomaly score (a new kind's own, e.g. a VQ-VAE's prior bound) to ``SCORES``."""
     SCORES[score.name] = score
@@ -145,8 +152,11 @@ def score_samples(model, x: torch.Tensor, y: torch.Tensor | None = None, *, scor
         raise AekitError("the data holds NaN (missing entries); scoring needs complete rows: fill them first "
                          "with aekit impute RUN --data FILE")
     model.eval()
+    device = device_of(model)
+    x = x.to(device)
+    y = None if y is None else y.to(device)
     if spec.name == "log-likelihood" and hasattr(model, "prepare_likelihood") and reference is not None:
-        model.prepare_likelihood(reference)  # e.g. an RBM's log Z by AIS from the training data's base rates
+        model.prepare_likelihood(reference.to(device))  # e.g. an RBM's log Z by AIS from the training data
     out = []
     from tqdm.auto import tqdm
 

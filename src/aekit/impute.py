@@ -256,6 +256,9 @@ def impute(model, x: torch.Tensor, *, method: str | None = None, samples: int = 
     if samples < 1 or iterations < 1:
         raise AekitError(f"--samples and --iterations must be >= 1, got {samples} and {iterations}")
     check_missing_rows(x)
+    from .anomaly import device_of
+
+    origin_device, x = x.device, x.to(device_of(model))
     run = _exact_for(model) if method == "exact" else METHODS[method].run
     burn_in = iterations // 2 if burn_in is None else burn_in
     observed_all = ~torch.isnan(x)
@@ -274,4 +277,4 @@ def impute(model, x: torch.Tensor, *, method: str | None = None, samples: int = 
             filled = run(model, x0, observed, samples=samples, iterations=iterations, burn_in=burn_in,
                          column_means=column_means)
             out.append(torch.where(observed, rows, filled))
-    return torch.cat(out)
+    return torch.cat(out).to(origin_device)

@@ -34,14 +34,24 @@ def accepts_missing(cfg: RunConfig) -> bool:
     return cfg.model.kind in missing_data_kinds()
 
 
-def prepare_run_data(cfg: RunConfig, device: torch.device | None = None) -> DataSplits:
-    """The run's train / val / test splits, checked against its model, on ``device``."""
+def prepare_run_data(cfg: RunConfig, device: torch.device | None = None, *, loaded: DataSplits | None = None) -> DataSplits:
+    """The run's train / val / test splits, checked against its model, on ``device``.
+
+    ``loaded``: the splits of ``cfg.data`` already read with ``binarize="none"`` (a benchmark training
+    several kinds on one data set reads it once); they are binarized here as the kind needs.
+    """
     from .likelihoods import check_data_range
     from .trainer import resolve_binarization
 
     d = cfg.data
     allow_missing = accepts_missing(cfg)
-    splits = load_configured(d, binarize="none" if d.binarize == "auto" else d.binarize, allow_missing=allow_missing)
+    wanted = "none" if d.binarize == "auto" else d.binarize
+    if loaded is None:
+        splits = load_configured(d, binarize=wanted, allow_missing=allow_missing)
+    elif loaded.binarize != "none":
+        raise ValueError("loaded splits must be read with binarize='none'")
+    else:
+        splits = loaded if wanted == "none" else binarize_splits(loaded, wanted, d.seed)
     has_missing = allow_missing and bool(torch.isnan(splits.train.x).any())
     if has_missing and splits.binarize != "none":
         raise AekitError("binarization would fill the missing entries (NaN); binarize the data yourself, keeping "
@@ -57,8 +67,8 @@ def prepare_run_data(cfg: RunConfig, device: torch.device | None = None) -> Data
     return splits.to(device) if device is not None else splits
 
 
-def fit_run(cfg: RunConfig, out: str | Path):
-    """Train ``cfg`` into ``out`` (as ``aekit train``) on the data :func:`prepare_run_data` reads."""
+def fit_run(cfg: RunConfig, out: str | Path, *, splits: DataSplits | None = None):
+    """Train ``cfg`` into ``out`` (as ``aekit train``) on the data :func:`prepare_run_data` reads (or ``splits``)."""
     from . import runs
     from .trainer import check_names, fit
 
@@ -66,7 +76,7 @@ def fit_run(cfg: RunConfig, out: str | Path):
     out = Path(out)
     if (out / runs.CONFIG).exists():
         raise AekitError(f"{out} already holds a run; continue it with aekit train --resume {out}, or pick another --out")
-    model = fit(cfg, out, splits=prepare_run_data(cfg))
+    model = fit(cfg, out, splits=splits if splits is not None else prepare_run_data(cfg))
     model.config = runs.load_config(out)
     model.run_dir = out
     return model.eval()

@@ -314,15 +314,16 @@ ANOMALY_KINDS: dict[str, Callable] = {"spike": _spike, "level-shift": _level_shi
 
 
 def synthetic_series(kind: str, *, length: int = SYNTHETIC_LENGTH, start: int = SYNTHETIC_START,
-                     span: int = SYNTHETIC_SPAN, channels: int = 1, seed: int = 0) -> Series:
-    """sin(2πt/40) + N(0, 0.05²) per channel (channel c phase-shifted by c/4 of a cycle), with one anomaly of
+                     span: int = SYNTHETIC_SPAN, channels: int = 1, noise: float = SYNTHETIC_NOISE,
+                     seed: int = 0) -> Series:
+    """sin(2πt/40) + N(0, noise²) per channel (channel c phase-shifted by c/4 of a cycle), with one anomaly of
     ``kind`` (spike, level-shift, frequency, flat-line) injected into channel 0 from step ``start``."""
     if kind not in ANOMALY_KINDS:
         raise unknown_choice("anomaly kind", kind, ANOMALY_KINDS)
     rng = np.random.default_rng(seed)
     t = np.arange(length)
     values = np.stack([np.sin(2 * np.pi * t / SYNTHETIC_PERIOD + c * np.pi / 2) for c in range(channels)], 1)
-    values = values + SYNTHETIC_NOISE * rng.standard_normal(values.shape)  # (T, C)
+    values = values + noise * rng.standard_normal(values.shape)  # (T, C)
     labels = np.zeros(length, dtype=np.int64)
     hit = ANOMALY_KINDS[kind](values[:, 0], start, span, rng)
     labels[start:start + hit] = 1
