@@ -377,7 +377,23 @@ def _read_rows(path: str, labels: str | None):
     return torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32).reshape(len(x), -1)), y, str(p)
 
 
-def score_target(model, data: str | None = None, *, split: str = "test", labels: str | None = None) -> ScoreTarget:
+class RunSplits:
+    """The run's splits, read on first use and then kept: one command scoring the test split, fitting a
+    threshold on the training split and estimating an RBM's log Z reads the data once."""
+
+    def __init__(self, cfg):
+        self.cfg, self._splits = cfg, None
+
+    def __call__(self):
+        if self._splits is None:
+            from .run_data import prepare_run_data
+
+            self._splits = prepare_run_data(self.cfg)
+        return self._splits
+
+
+def score_target(model, data: str | None = None, *, split: str = "test", labels: str | None = None,
+                 splits: RunSplits | None = None) -> ScoreTarget:
     """What ``aekit score`` / ``aekit detect`` score: the run's own split, or a user file, checked against the run."""
     cfg = model.config
     if split not in ("train", "val", "test"):
@@ -400,9 +416,7 @@ def score_target(model, data: str | None = None, *, split: str = "test", labels:
         y = None if raw is None else binary_labels(raw, f"the labels of {origin}")
         note = None if y is not None else f"{origin} has no labels (an npz 'y', a csv 'label' column, or --labels)"
         return ScoreTarget(x, y, [str(i) for i in range(len(x))], origin, note=note)
-    from .run_data import prepare_run_data
-
-    part = getattr(prepare_run_data(cfg), split)
+    part = getattr((splits or RunSplits(cfg))(), split)
     y, note = None, None
     if part.y is None:
         note = f"the {split} split has no labels"
@@ -415,14 +429,13 @@ def score_target(model, data: str | None = None, *, split: str = "test", labels:
 
 
 def target_scores(model, target: ScoreTarget, *, score: str | None = None, settings: ScoreSettings = ScoreSettings(),
-                  seed: int = 0, aggregate: str = "mean", progress: bool = False) -> np.ndarray:
+                  seed: int = 0, aggregate: str = "mean", progress: bool = False,
+                  splits: RunSplits | None = None) -> np.ndarray:
     """Scores of a :class:`ScoreTarget`: per row, or per time step (window scores averaged, or their max)."""
     score = get_score(model, score).name
     reference = None
     if score == "log-likelihood" and hasattr(model, "prepare_likelihood"):
-        from .run_data import prepare_run_data
-
-        reference = prepare_run_data(model.config).train.x
+        reference = (splits or RunSplits(model.config))().train.x
     rows = score_samples(model, target.x, score=score, settings=settings, seed=seed, reference=reference,
                          progress=progress)
     if target.series is None:
@@ -446,13 +459,14 @@ def target_metrics(target: ScoreTarget, scores: np.ndarray) -> dict:
 
 def fit_run_detector(model, *, score: str | None = None, contamination: float | None = None,
                      quantile: float | None = None, settings: ScoreSettings = ScoreSettings(), seed: int = 0,
-                     aggregate: str = "mean", progress: bool = False) -> Detector:
+                     aggregate: str = "mean", progress: bool = False, splits: RunSplits | None = None) -> Detector:
     """A :class:`Detector` fitted on the scores of the run's training split (or the training part of its series)."""
     threshold_rule(contamination, quantile)  # refuse bad values before any scoring
     spec = get_score(model, score)
-    target = score_target(model, split="train")
+    splits = splits or RunSplits(model.config)
+    target = score_target(model, split="train", splits=splits)
     scores = target_scores(model, target, score=spec.name, settings=settings, seed=seed, aggregate=aggregate,
-                           progress=progress)
+                           progress=progress, splits=splits)
     return fit_detector(scores, score=spec.name, contamination=contamination, quantile=quantile, settings=settings,
                         seed=seed, per=target.per, aggregate=aggregate if target.series is not None else None)
 

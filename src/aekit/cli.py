@@ -424,8 +424,8 @@ def _report(a, results: dict, line: str) -> None:
 
 def _score_and_report(a, *, detect: bool) -> None:
     from . import api
-    from .anomaly import (fit_run_detector, get_score, load_detector, save_detector, score_target, settings_of,
-                          summary, target_metrics, target_scores, threshold_rule, write_scores_csv)
+    from .anomaly import (RunSplits, fit_run_detector, get_score, load_detector, save_detector, score_target,
+                          settings_of, summary, target_metrics, target_scores, threshold_rule, write_scores_csv)
 
     model = api.load(a.run)
     fit = a.contamination is not None or a.quantile is not None
@@ -440,15 +440,17 @@ def _score_and_report(a, *, detect: bool) -> None:
     else:
         score_name = get_score(model, a.score).name
     progress = not a.json and sys.stderr.isatty()
-    target = score_target(model, a.data, split=a.split, labels=a.labels)
+    splits = RunSplits(model.config)  # read at most once by this command
+    target = score_target(model, a.data, split=a.split, labels=a.labels, splits=splits)
     seed = detector.seed if detector is not None else a.seed
     aggregate = detector.aggregate or a.aggregate if detector is not None else a.aggregate
     scores = target_scores(model, target, score=score_name, settings=settings, seed=seed, aggregate=aggregate,
-                           progress=progress)
+                           progress=progress, splits=splits)
     metrics = target_metrics(target, scores)
     if fit:
         detector = fit_run_detector(model, score=score_name, contamination=a.contamination, quantile=a.quantile,
-                                    settings=settings, seed=a.seed, aggregate=a.aggregate, progress=progress)
+                                    settings=settings, seed=a.seed, aggregate=a.aggregate, progress=progress,
+                                    splits=splits)
     flags = detector.flag(scores) if detect else None
     # Everything is computed: only now are files written.
     write_scores_csv(a.output, target, scores, flags)
