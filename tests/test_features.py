@@ -5,7 +5,6 @@ import math
 import matplotlib.pyplot as plt
 import numpy as np
 import pytest
-import torch
 
 from aekit.api import build_config
 from aekit.cli import main
