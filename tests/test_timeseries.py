@@ -140,6 +140,12 @@ def test_splits_normalize_with_the_training_part_only(tmp_path):
     # validation windows start after the training ones end: no shared step
     assert len(a.val) == len(window_starts(100, 32, 4)) and len(a.test) == len(window_starts(2000, 32, 4))
     assert a.test.y.sum() > 0 and a.train.y.sum() == 0
+    # multivariate: C channels give rows of C·W values, each channel normalized on its own
+    write_series(synthetic_series("frequency", channels=3), tmp_path / "c3.csv")
+    c3 = load_data(f"series:{tmp_path / 'c3.csv'}", window=16, stride=8, train_steps=1000)
+    assert c3.train.x.shape[1] == 3 * 16
+    per_channel = c3.train.x.reshape(len(c3.train), 3, 16)
+    assert torch.allclose(per_channel.mean((0, 2)), torch.zeros(3), atol=0.05)
     with pytest.raises(AekitError, match="needs --window"):
         load_data(f"series:{tmp_path / 'a.csv'}")
     with pytest.raises(AekitError, match="--window, --stride and --train-steps are for series data"):
