@@ -48,10 +48,13 @@ def build_config(model: str = "vae", data: str = "digits", base: dict | None = N
     if sections["data"].get("data_dir") is not None:
         sections["data"]["data_dir"] = str(Path(sections["data"]["data_dir"]).expanduser().resolve())
     from .data.sources import is_user_file
+    from .data.timeseries import SERIES_PREFIX, is_series_name
 
     for key in ("name", "labels"):
         value = sections["data"].get(key)
-        if value is not None and is_user_file(str(value)):
+        if value is not None and is_series_name(str(value)):
+            sections["data"][key] = SERIES_PREFIX + str(Path(str(value)[len(SERIES_PREFIX):]).expanduser().resolve())
+        elif value is not None and is_user_file(str(value)):
             sections["data"][key] = str(Path(value).expanduser().resolve())
     cfg = RunConfig.from_dict(sections)
     validate(cfg)

@@ -22,16 +22,18 @@ FREE_ENERGY = "free_energy"        # free_energy(x): F(x) = −log Σ_h exp(−E
 SUBSPACE = "subspace"              # decoder_basis(): the (D, d) column space of a linear decoder
 CODES = "codes"                    # codes(x): discrete code indices of x (vector-quantized models)
 CORRUPTS_INPUT = "corrupts_input"  # .corruption: the model is trained to undo a corruption of its input
+MISSING_DATA = "missing_data"      # trains and scores on data with NaN marking missing entries (they leave the likelihood)
 
 DESCRIPTIONS = {
-    SAMPLE: "a prior to sample from",
-    LOG_LIKELIHOOD: "a likelihood log p(x)",
-    ELBO: "an evidence lower bound",
-    POSTERIOR: "a posterior distribution q(z|x)",
-    FREE_ENERGY: "a free energy",
-    SUBSPACE: "a linear decoder subspace",
+    SAMPLE: "prior to sample from",
+    LOG_LIKELIHOOD: "likelihood log p(x)",
+    ELBO: "evidence lower bound",
+    POSTERIOR: "posterior distribution q(z|x)",
+    FREE_ENERGY: "free energy",
+    SUBSPACE: "linear decoder subspace",
     CODES: "discrete codes",
-    CORRUPTS_INPUT: "an input corruption",
+    CORRUPTS_INPUT: "input corruption",
+    MISSING_DATA: "support for missing entries (NaN)",
 }
 
 

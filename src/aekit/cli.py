@@ -1,4 +1,5 @@
-"""The ``aekit`` command: train | evaluate | sample | reconstruct | interpolate | encode | plot | list.
+"""The ``aekit`` command: train | evaluate | sample | reconstruct | interpolate | encode | plot | list |
+score | detect | impute | export.
 
 User mistakes end with one line on stderr (``aekit: error: ...``) and exit status 2; no traceback.
 """
@@ -192,6 +193,10 @@ def _build_parser(kind: str | None = None) -> argparse.ArgumentParser:
     c.add_argument("run")
     c.add_argument("-o", "--output", default="z.npy")
     c.add_argument("--split", default="test")
+    c.add_argument("--tensorboard", action="store_true",
+                   help="also write the codes, labels and a sprite of the inputs to RUN/tb for TensorBoard's "
+                        "embedding projector (tensorboard --logdir runs/)")
+    c.add_argument("--limit", type=int, default=10000, help="at most this many rows in the projector (default 10000)")
     _add_data_args(c, with_name=False)
 
     pl = sub.add_parser("plot", help="training curves of a run (objective, reconstruction and KL apart)")
@@ -202,6 +207,7 @@ def _build_parser(kind: str | None = None) -> argparse.ArgumentParser:
     v.add_argument("run")
 
     sub.add_parser("list", help="models, data sets, likelihoods and priors")
+    _add_application_parsers(sub)
     return parser
 
 
@@ -345,6 +351,11 @@ def _cmd_encode(a) -> None:
     else:
         np.save(out, z)
     print(f"wrote {out} {z.shape}")
+    if a.tensorboard:
+        from .features import write_projector
+
+        folder = write_projector(model.run_dir / "tb", z, data, limit=a.limit, tag=f"{model.config.model.kind}-{a.split}")
+        print(f"wrote the embedding projector to {folder} (tensorboard --logdir {model.run_dir.parent})")
 
 
 def _cmd_plot(a) -> None:
@@ -393,6 +404,199 @@ def _kind_in(argv: list[str]) -> str | None:
 
         return argv[1] if argv[1] in SPECS else None
     return None
+
+
+# ----------------------------------------------------------------------------- applications
+def _add_application_parsers(sub) -> None:
+    """score | detect | impute | export: the applications of a trained run."""
+    from .anomaly import SCORES
+
+    score_help = "; ".join(f"{name}: {spec.help}" for name, spec in SCORES.items())
+
+    def scoring(p, output: str):
+        p.add_argument("run")
+        p.add_argument("--data", default=None, help="a .npy/.npz/.csv file of rows, or series:FILE.csv for a run "
+                                                   "trained on a series (default: the run's own --split)")
+        p.add_argument("--labels", default=None, help="0/1 label file for --data (1 = anomalous), if the file has none")
+        p.add_argument("--split", default="test", help="train | val | test, without --data (default test)")
+        p.add_argument("--samples", type=int, default=10, help="L draws of z for neg-elbo and "
+                                                              "reconstruction-probability (default 10)")
+        p.add_argument("--iw-samples", type=int, default=1000, help="k importance samples for a VAE's "
+                                                                   "log-likelihood (default 1000)")
+        p.add_argument("--aggregate", default="mean", help="series: per-step score from the windows covering the "
+                                                          "step, mean | max (default mean)")
+        p.add_argument("--seed", type=int, default=0, help="seed of the scores' random draws")
+        p.add_argument("--contamination", type=float, default=None,
+                       help="fit the detection threshold so this share of training scores lies above it; "
+                            "saved as RUN/detector.json")
+        p.add_argument("--quantile", type=float, default=None, help="fit the threshold at this quantile of the "
+                                                                   "training scores instead")
+        p.add_argument("-o", "--output", default=output, help=f"CSV of the scores (default {output})")
+        p.add_argument("--figure", default=None, help="PNG: the series with its score and labelled region, or "
+                                                     "a histogram of row scores by label")
+        p.add_argument("--json", action="store_true", help="print one JSON object instead of a summary line")
+
+    sc = sub.add_parser("score", help="anomaly scores of a run's test split or of new data, with AUROC / AUPRC / F1",
+                        description="Anomaly scores (higher = more anomalous) to CSV, and the detection metrics when "
+                                    "labels are known; --contamination / --quantile also fits and saves the "
+                                    "detection threshold. Scores: " + score_help)
+    scoring(sc, "scores.csv")
+    sc.add_argument("--score", default=None, help="the score (default: the model's first of "
+                                                  + ", ".join(SCORES) + ")")
+
+    dt = sub.add_parser("detect", help="flag anomalous rows (or time steps) of new data with the run's saved threshold",
+                        description="Scores the data with the score and threshold saved in RUN/detector.json (or "
+                                    "fits a new threshold with --contamination / --quantile) and writes each row's "
+                                    "score and flag.")
+    scoring(dt, "flags.csv")
+    dt.add_argument("--score", default=None, help="with --contamination / --quantile: the score to threshold")
+
+    im = sub.add_parser("impute", help="fill the missing entries (NaN) of a file with a trained run",
+                        description="Imputes NaN entries: exact conditional (ppca), importance sampling (MIWAE), "
+                                    "pseudo-Gibbs or Metropolis-within-Gibbs (VAEs), iterated reconstruction (any).")
+    im.add_argument("run")
+    im.add_argument("--data", required=True, help=".npy/.npz/.csv file of rows with NaN marking missing entries")
+    im.add_argument("-o", "--output", default="filled.npy", help=".npy (or .csv) for the filled rows")
+    im.add_argument("--method", default=None, help="exact | importance | gibbs | metropolis | iterate "
+                                                   "(default: the first the model supports, in that order)")
+    im.add_argument("--samples", type=int, default=1000, help="K importance samples (default 1000)")
+    im.add_argument("--iterations", type=int, default=200, help="chain steps, or reconstruction iterations (200)")
+    im.add_argument("--burn-in", type=int, default=None, help="chain steps left out of the average (default half)")
+    im.add_argument("--seed", type=int, default=0)
+
+    ex = sub.add_parser("export", help="write a run's encoder, decoder and anomaly scorer as ONNX or TorchScript",
+                        description="DIR gets encoder, decoder and scorer graphs (dynamic batch) and manifest.json. "
+                                    "ONNX needs the optional extra: pip install 'aekit[export]'.")
+    ex.add_argument("run")
+    ex.add_argument("--format", default="onnx", help="onnx | torchscript (default onnx)")
+    ex.add_argument("-o", "--output", required=True, metavar="DIR", help="folder for the exported files")
+    ex.add_argument("--score", default=None, help="the deterministic score the scorer computes "
+                                                  "(default: the model's first exportable one)")
+    ex.add_argument("--which", default="best", help="best | last weights")
+
+
+def _score_settings(a):
+    from .anomaly import ScoreSettings
+    from .data.timeseries import AGGREGATIONS
+
+    if a.samples < 1 or a.iw_samples < 1:
+        raise AekitError(f"--samples and --iw-samples must be >= 1, got {a.samples} and {a.iw_samples}")
+    if a.aggregate not in AGGREGATIONS:
+        from .errors import unknown_choice
+        raise unknown_choice("aggregation", a.aggregate, AGGREGATIONS)
+    return ScoreSettings(samples=a.samples, iw_samples=a.iw_samples)
+
+
+def _report(a, results: dict, line: str) -> None:
+    print(json.dumps(results) if a.json else line)
+
+
+def _score_and_report(a, *, detect: bool) -> None:
+    from . import api
+    from .anomaly import (RunSplits, fit_run_detector, get_score, load_detector, save_detector, score_target,
+                          settings_of, summary, target_metrics, target_scores, threshold_rule, write_scores_csv)
+
+    model = api.load(a.run)
+    fit = a.contamination is not None or a.quantile is not None
+    if fit:
+        threshold_rule(a.contamination, a.quantile)
+    settings = _score_settings(a)
+    detector = None
+    if detect and not fit:
+        detector = load_detector(a.run)
+        settings = settings_of(detector)
+        score_name = detector.score
+    else:
+        score_name = get_score(model, a.score).name
+    progress = not a.json and sys.stderr.isatty()
+    splits = RunSplits(model.config)  # read at most once by this command
+    target = score_target(model, a.data, split=a.split, labels=a.labels, splits=splits)
+    seed = detector.seed if detector is not None else a.seed
+    aggregate = detector.aggregate or a.aggregate if detector is not None else a.aggregate
+    scores = target_scores(model, target, score=score_name, settings=settings, seed=seed, aggregate=aggregate,
+                           progress=progress, splits=splits)
+    metrics = target_metrics(target, scores)
+    if fit:
+        detector = fit_run_detector(model, score=score_name, contamination=a.contamination, quantile=a.quantile,
+                                    settings=settings, seed=a.seed, aggregate=a.aggregate, progress=progress,
+                                    splits=splits)
+    flags = detector.flag(scores) if detect else None
+    # Everything is computed: only now are files written.
+    write_scores_csv(a.output, target, scores, flags)
+    if fit:
+        save_detector(a.run, detector)
+    if a.figure:
+        from .plots import save_score_histogram, save_series_scores
+
+        threshold = detector.threshold if detector is not None else None
+        if target.series is not None:
+            save_series_scores(target.series, scores, Path(a.figure), threshold=threshold,
+                               title=f"{model.config.model.kind}: {score_name} per time step ({target.origin})")
+        else:
+            save_score_histogram(scores, target.labels, Path(a.figure), threshold=threshold,
+                                 title=f"{model.config.model.kind}: {score_name} ({target.origin})")
+    results = {"run": str(a.run), "model": model.config.model.kind, "score": score_name, "data": target.origin,
+               "per": target.per, "count": len(scores), **metrics, "output": str(a.output)}
+    if detector is not None:
+        results.update({"threshold": detector.threshold, "threshold_rule": f"{detector.rule} {detector.value:g}"})
+    if flags is not None:
+        results["flagged"] = int(flags.sum())
+    if not metrics and target.note:
+        results["note"] = f"no metrics: {target.note}"
+    line = f"{score_name} per {target.per} of {target.origin}: " + summary(
+        {k: v for k, v in results.items() if k not in ("run", "model", "score", "data", "per")})
+    _report(a, results, line)
+
+
+def _cmd_score(a) -> None:
+    _score_and_report(a, detect=False)
+
+
+def _cmd_detect(a) -> None:
+    _score_and_report(a, detect=True)
+
+
+def _cmd_impute(a) -> None:
+    import numpy as np
+
+    from . import api
+    from .anomaly import _read_rows
+    from .impute import impute
+
+    model = api.load(a.run)
+    x, _, origin = _read_rows(a.data, None)
+    raw_shape = np.load(a.data, allow_pickle=False).shape if Path(a.data).suffix.lower() == ".npy" else None
+    if x.shape[1] != model.config.shape.data_dim:
+        raise AekitError(f"{origin} has rows of {x.shape[1]} values but the run was trained on "
+                         f"{model.config.shape.data_dim}; give data of the run's shape")
+    out = Path(a.output)
+    if out.suffix.lower() not in (".npy", ".csv"):
+        raise AekitError(f"-o must name a .npy or .csv file, got {out}")
+    filled = impute(model, x, method=a.method, samples=a.samples, iterations=a.iterations, burn_in=a.burn_in,
+                    seed=a.seed).numpy()
+    from .runs import atomic_write, atomic_write_text
+
+    if out.suffix.lower() == ".npy":
+        atomic_write(out, lambda f: np.save(f, filled.reshape(raw_shape) if raw_shape else filled))
+    else:
+        atomic_write_text(out, "\n".join(",".join(repr(float(v)) for v in row) for row in filled) + "\n")
+    missing = int(np.isnan(x.numpy()).sum())
+    rows = int(np.isnan(x.numpy()).any(1).sum())
+    print(f"imputed {missing} missing entries in {rows} of {len(x)} rows of {origin}: wrote {out}")
+
+
+def _cmd_export(a) -> None:
+    from . import api
+    from .export import export_run, require_format
+
+    require_format(a.format)
+    model = api.load(a.run, which=a.which)
+    manifest = export_run(model, a.output, a.format, score=a.score)
+    files = ", ".join(manifest["files"].values())
+    print(f"wrote {files} and manifest.json to {a.output} (score: {manifest['score']})")
+
+
+COMMANDS.update({"score": _cmd_score, "detect": _cmd_detect, "impute": _cmd_impute, "export": _cmd_export})
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -29,6 +29,10 @@ class DataConfig:
     val_fraction: float = 0.1       # share of the training set held out for validation
     labels: str | None = None       # optional label file for user data
     seed: int = 0                   # fixes the split and static binarization
+    normal_class: int | None = None  # one-class protocol: train and val on this class only; test = every test row, label 1 (anomalous) when of another class
+    window: int | None = None       # series data (--data series:FILE.csv): time steps per window; each row is one sliding window
+    stride: int = 1                 # series data: time steps between the starts of two windows
+    train_steps: int | None = None  # series data: the first N time steps are the training part (fit, validation and normalization); None: the whole series
 
     BINARIZE = ("auto", "none", "dynamic", "static")
 
@@ -36,6 +40,11 @@ class DataConfig:
         _check(0 < self.val_fraction < 1, f"--val-fraction must be in (0, 1), got {self.val_fraction}")
         if self.binarize not in self.BINARIZE:
             raise unknown_choice("binarization", self.binarize, self.BINARIZE)
+        _check(self.normal_class is None or self.normal_class >= 0,
+               f"--normal-class must be a class label >= 0, got {self.normal_class}")
+        _check(self.window is None or self.window >= 1, f"--window must be >= 1 (time steps per window), got {self.window}")
+        _check(self.stride >= 1, f"--stride must be >= 1 (time steps between windows), got {self.stride}")
+        _check(self.train_steps is None or self.train_steps >= 1, f"--train-steps must be >= 1, got {self.train_steps}")
 
 
 @dataclass(frozen=True)

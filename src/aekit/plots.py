@@ -240,3 +240,72 @@ def draw_run_figures(model, splits, out: Path, history: list[dict], n: int = 64,
     if curves:
         save_curves(history, out / "curves.png")
     model.train(was_training)
+
+
+# ----------------------------------------------------------------------------- applications
+def save_series_scores(series, scores: np.ndarray, path: Path, *, threshold: float | None = None,
+                       title: str | None = None) -> None:
+    """A series (each channel), its per-step anomaly score below, the labelled anomalies shaded in both,
+    the top-scoring step marked, and the detection threshold when given."""
+    t = np.arange(len(series))
+    fig, (top, bottom) = plt.subplots(2, 1, figsize=(11, 5), sharex=True, gridspec_kw={"height_ratios": [3, 2]})
+    for c, name in enumerate(series.channels):
+        top.plot(t, series.values[:, c], lw=0.7, label=name)
+    if len(series.channels) > 1:
+        top.legend(loc="upper right", fontsize=8)
+    bottom.plot(t, scores, lw=0.8, color="tab:purple")
+    for i, (a, b) in enumerate(series.anomaly_regions()):
+        for ax in (top, bottom):
+            ax.axvspan(a - 0.5, b + 0.5, color="tab:red", alpha=0.25, lw=0, label="labelled anomaly" if i == 0 else None)
+    peak = int(np.argmax(scores))
+    bottom.axvline(peak, color="k", ls=":", lw=1, label=f"top step {peak}")
+    if threshold is not None:
+        bottom.axhline(threshold, color="tab:orange", ls="--", lw=1, label="threshold")
+    bottom.legend(loc="upper right", fontsize=8)
+    top.set_ylabel("value")
+    bottom.set_ylabel("anomaly score")
+    bottom.set_xlabel("time step")
+    top.set_title(title or f"{series.origin}")
+    fig.tight_layout()
+    _save(fig, path)
+
+
+def save_score_histogram(scores: np.ndarray, labels: np.ndarray | None, path: Path, *, threshold: float | None = None,
+                         title: str = "anomaly scores") -> None:
+    """Histograms of the scores of normal and anomalous rows (one histogram without labels)."""
+    fig, ax = plt.subplots(figsize=(6, 3.6))
+    finite = np.isfinite(scores)
+    bins = np.histogram_bin_edges(scores[finite], bins=60)
+    if labels is None:
+        ax.hist(scores[finite], bins=bins, color="tab:blue", alpha=0.8)
+    else:
+        for value, name, colour in ((0, "normal", "tab:blue"), (1, "anomalous", "tab:red")):
+            ax.hist(scores[finite & (labels == value)], bins=bins, alpha=0.6, color=colour, label=name, density=True)
+        ax.legend()
+    if threshold is not None:
+        ax.axvline(threshold, color="tab:orange", ls="--", label="threshold")
+    ax.set_xlabel("score (higher = more anomalous)")
+    ax.set_title(title)
+    fig.tight_layout()
+    _save(fig, path)
+
+
+def save_imputation_grid(observed: torch.Tensor, imputed: torch.Tensor, truth: torch.Tensor, image_shape,
+                         path: Path, missing_value: float = 0.5) -> None:
+    """Images in three rows: the observed pixels (missing ones drawn at ``missing_value``, mid grey), the
+    imputation, the truth; one column per image."""
+    shown = torch.where(torch.isnan(observed), torch.full_like(observed, missing_value), observed)
+    save_image_grid(torch.cat([shown, imputed, truth]), image_shape, path, nrow=len(observed))
+
+
+def save_embedding(points: np.ndarray, labels: np.ndarray | None, path: Path, title: str) -> None:
+    """A 2-D embedding coloured by label."""
+    fig, ax = plt.subplots(figsize=(5, 5))
+    sc = ax.scatter(points[:, 0], points[:, 1], c=labels, s=3, cmap="tab10" if labels is not None else None, alpha=0.7)
+    if labels is not None:
+        fig.colorbar(sc, ax=ax)
+    ax.set_title(title)
+    ax.set_xticks([])
+    ax.set_yticks([])
+    fig.tight_layout()
+    _save(fig, path)

@@ -143,6 +143,31 @@ def _canonical(d: dict) -> bytes:
     return json.dumps(d, sort_keys=True, separators=(",", ":")).encode()
 
 
+def checked_json_text(obj: dict) -> str:
+    """JSON of ``obj`` with, under "aekit", the SHA-256 of its canonical form (see :func:`read_checked_json`)."""
+    return json.dumps({**obj, "aekit": {"format": FORMAT, "sha256": hashlib.sha256(_canonical(obj)).hexdigest()}},
+                      indent=2) + "\n"
+
+
+def write_checked_json(path: Path, obj: dict) -> None:
+    atomic_write_text(path, checked_json_text(obj))
+
+
+def read_checked_json(path: Path, fix: str) -> dict:
+    """A JSON object written by :func:`write_checked_json`, verified; ``fix`` says what to do when it is not."""
+    path = Path(path)
+    try:
+        d = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        raise AekitError(f"{path} is corrupt (not valid JSON); {fix}") from None
+    if not isinstance(d, dict):
+        raise AekitError(f"{path} is corrupt (not a JSON object); {fix}")
+    stamp = d.pop("aekit", None)
+    if not isinstance(stamp, dict) or stamp.get("sha256") != hashlib.sha256(_canonical(d)).hexdigest():
+        raise AekitError(f"{path} does not match its checksum (damaged or edited by hand); {fix}")
+    return d
+
+
 def config_text(cfg: RunConfig) -> str:
     """config.json's content: the config and, under "aekit", the SHA-256 of its canonical JSON."""
     d = cfg.to_dict()

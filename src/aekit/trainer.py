@@ -21,6 +21,7 @@ uninterrupted one, from its newest complete checkpoint.
 from __future__ import annotations
 
 import contextlib
+import functools
 import math
 import os
 import sys
@@ -71,24 +72,54 @@ def resolve_device(spec: str, local_rank: int = 0) -> torch.device:
     return device
 
 
-def prepare_data(cfg: RunConfig, device: torch.device | None = None) -> DataSplits:
+def prepare_data(cfg: RunConfig, device: torch.device | None = None, *, loaded: DataSplits | None = None) -> DataSplits:
     """Load the configured data, check it suits the model, and move it to ``device``.
 
-    ``binarize="auto"`` is resolved here (see :func:`resolve_binarization`); the trainer stores the
-    resolved value in the run's config, so evaluation later reads exactly the data training saw.
+    Every data setting reaches the data layer through :func:`aekit.data.splits.load_configured`
+    (the one-class protocol, series windows, ...). ``binarize="auto"`` is resolved here (see
+    :func:`resolve_binarization`); the trainer stores the resolved value in the run's config, so
+    evaluation later reads exactly the data training saw. NaN (missing entries) passes only for the
+    kinds that train with missing data. ``loaded``: the splits of ``cfg.data`` already read with
+    ``binarize="none"`` (a benchmark training several kinds on one data set reads it once).
     """
+    from .data.splits import load_configured
+
     d = cfg.data
-    splits = load_data(d.name, data_dir=d.data_dir, binarize="none" if d.binarize == "auto" else d.binarize,
-                       val_fraction=d.val_fraction, seed=d.seed, labels=d.labels)
-    if d.binarize == "auto":
+    allow_missing = accepts_missing(cfg)
+    wanted = "none" if d.binarize == "auto" else d.binarize
+    if loaded is None:
+        splits = load_configured(d, binarize=wanted, allow_missing=allow_missing)
+    elif loaded.binarize != "none":
+        raise ValueError("loaded splits must be read with binarize='none'")
+    else:
+        splits = loaded if wanted == "none" else binarize_splits(loaded, wanted, d.seed)
+    has_missing = allow_missing and bool(torch.isnan(splits.train.x).any())
+    if has_missing and splits.binarize != "none":
+        raise AekitError("binarization would fill the missing entries (NaN); binarize the data yourself, keeping "
+                         "NaN, and use --binarize none")
+    if d.binarize == "auto" and not has_missing:
         resolved = resolve_binarization(cfg, splits)
         if resolved != "none":
             splits = binarize_splits(splits, resolved, d.seed)
     # Grey-level train data under dynamic binarization is binarized per batch, so [0, 1] suffices.
-    check_data_range(cfg.model.likelihood, splits.train.x, f"the {d.name} data")
+    observed = splits.train.x[~torch.isnan(splits.train.x)] if has_missing else splits.train.x
+    check_data_range(cfg.model.likelihood, observed, f"the {d.name} data")
     if cfg.model.kind == "cvae" and splits.train.y is None:
         raise AekitError(f"cvae needs labels, but {d.name} has none; pass --labels FILE or choose labelled data")
     return splits.to(device) if device is not None else splits
+
+
+def accepts_missing(cfg: RunConfig) -> bool:
+    """Whether the kind trains and scores on data with NaN marking missing entries."""
+    return cfg.model.kind in _missing_data_kinds()
+
+
+@functools.lru_cache(maxsize=None)
+def _missing_data_kinds() -> tuple[str, ...]:
+    from .capabilities import MISSING_DATA
+    from .models import kinds_with
+
+    return tuple(kinds_with(MISSING_DATA))
 
 
 def resolve_binarization(cfg: RunConfig, splits: DataSplits) -> str:
@@ -111,7 +142,9 @@ def resolve_binarization(cfg: RunConfig, splits: DataSplits) -> str:
 
 def data_shape(splits: DataSplits) -> DataShape:
     """The shape the model is built for; ``levels`` is that of the evaluation data (val and test)."""
-    return DataShape(splits.data_dim, splits.image_shape, splits.num_classes, value_levels(splits.test.x),
+    x = splits.test.x
+    observed = x[~torch.isnan(x)] if bool(torch.isnan(x).any()) else x  # missing entries are not a level
+    return DataShape(splits.data_dim, splits.image_shape, splits.num_classes, value_levels(observed),
                      data_fingerprint(splits))
 
 
@@ -196,7 +229,10 @@ def resumed_config(stored: RunConfig, changes: dict | None) -> tuple[RunConfig, 
             raise AekitError(f"unknown setting '{name}'")
         current = getattr(sections[section], name)
         if name in ("data_dir", "name", "labels") and value is not None and (name == "data_dir" or Path(value).suffix):
-            value = str(Path(value).expanduser().resolve())
+            from .data.timeseries import SERIES_PREFIX, is_series_name
+
+            prefix = SERIES_PREFIX if is_series_name(value) else ""
+            value = prefix + str(Path(value[len(prefix):]).expanduser().resolve())
         if isinstance(current, tuple) and isinstance(value, list):
             value = tuple(value)
         if value == current:

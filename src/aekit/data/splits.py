@@ -10,7 +10,9 @@ import torch
 
 from ..errors import AekitError, unknown_choice
 from .dataset import ArrayDataset, DataSplits
+from .oneclass import one_class_splits
 from .sources import DATASETS, SourceData, is_user_file, load_user_file
+from .timeseries import is_series_name
 from .transforms import binarize as bernoulli_sample
 from .transforms import check_finite, check_unit_range, derive_seed, seeded_generator, standardize
 
@@ -33,6 +35,11 @@ def load_data(
     seed: int = 0,
     labels: str | Path | None = None,
     download: bool = True,
+    normal_class: int | None = None,
+    window: int | None = None,
+    stride: int = 1,
+    train_steps: int | None = None,
+    allow_missing: bool = False,
 ) -> DataSplits:
     """Load a registered data set or a user file and split it into train / val / test.
 
@@ -46,17 +53,79 @@ def load_data(
     for :class:`BatchLoader` to resample every epoch and samples val and test once. The samples
     of val and test are the same in both modes (seeded by ``seed`` and the split name), so
     likelihoods of static and dynamic runs are measured on the same binary data.
+
+    Settings of the applications (see :func:`load_configured`): ``normal_class`` applies the
+    one-class protocol (:mod:`aekit.data.oneclass`); ``window`` / ``stride`` / ``train_steps`` read
+    a ``series:FILE.csv`` as sliding windows (:mod:`aekit.data.timeseries`); ``allow_missing`` lets
+    NaN through as missing entries (for models that train with them; rows with nothing observed and
+    infinite values are still refused).
     """
     if binarize not in BINARIZATIONS:
         raise unknown_choice("binarization", binarize, BINARIZATIONS)
     if not 0.0 < val_fraction < 1.0:
         raise AekitError(f"val_fraction must be in (0, 1), got {val_fraction}; e.g. 0.1 holds out 10% for validation")
+    if is_series_name(name):
+        return _series_splits(name, binarize, labels, normal_class, window, stride, train_steps, val_fraction)
+    if window is not None or stride != 1 or train_steps is not None:
+        raise AekitError("--window, --stride and --train-steps are for series data: give --data series:FILE.csv")
     data = _read_source(name, data_dir, labels, download)
-    check_finite(data.x, data.origin)
-    if data.test_x is not None:
-        check_finite(data.test_x, data.origin)
+    for x in (data.x, data.test_x):
+        if x is not None:
+            check_missing(x, data.origin, allow_missing)
     splits = _split(data, val_fraction, seed)
+    if normal_class is not None:
+        splits = one_class_splits(splits, normal_class, data.origin)
     return DataSplits(**BINARIZATIONS[binarize](splits, seed), binarize=binarize)
+
+
+def load_configured(d, *, binarize: str | None = None, allow_missing: bool = False, download: bool = True) -> DataSplits:
+    """``load_data`` with every setting of a :class:`~aekit.config.DataConfig` ``d``.
+
+    The one call the trainer needs, so that a new data setting reaches the data layer without a
+    trainer change; ``binarize`` overrides ``d.binarize`` (the trainer resolves "auto" itself).
+    """
+    return load_data(d.name, data_dir=d.data_dir, binarize=d.binarize if binarize is None else binarize,
+                     val_fraction=d.val_fraction, seed=d.seed, labels=d.labels, download=download,
+                     normal_class=d.normal_class, window=d.window, stride=d.stride, train_steps=d.train_steps,
+                     allow_missing=allow_missing)
+
+
+def check_missing(x: torch.Tensor, origin: str, allow_missing: bool) -> None:
+    """Refuse infinite values always, NaN unless ``allow_missing``, and rows with nothing observed."""
+    try:
+        check_finite(x, origin)
+    except AekitError as error:
+        num_nan = int(torch.isnan(x).sum())
+        if num_nan == 0:
+            raise
+        if not allow_missing:
+            from ..capabilities import MISSING_DATA
+            from ..models import kinds_with
+
+            raise AekitError(f"{error}; NaN marks a missing entry, which only {', '.join(kinds_with(MISSING_DATA))} "
+                             f"train on (aekit impute RUN fills them)") from None
+        if bool(torch.isinf(x).any()):
+            raise AekitError(f"{origin} holds infinite values; only NaN may mark a missing entry") from None
+    if allow_missing:
+        empty = torch.isnan(x).all(dim=1)
+        if bool(empty.any()):
+            row = int(empty.nonzero()[0])
+            raise AekitError(f"row {row} of {origin} has every entry missing (NaN); drop rows with nothing observed")
+
+
+def _series_splits(name, binarize, labels, normal_class, window, stride, train_steps, val_fraction) -> DataSplits:
+    from .timeseries import read_series, series_path, series_splits
+
+    if window is None:
+        raise AekitError("series data needs --window W (time steps per window), e.g. --window 64")
+    if labels is not None or normal_class is not None:
+        raise AekitError("series data brings its labels in the is_anomaly column; drop --labels / --normal-class")
+    if binarize != "none":
+        raise AekitError("series data is continuous; use --binarize none (or auto) and a gaussian likelihood")
+    path = series_path(name)
+    splits = series_splits(read_series(path), window=window, stride=stride, train_steps=train_steps,
+                           val_fraction=val_fraction, name=path.stem)
+    return DataSplits(**splits, binarize="none")
 
 
 def _read_source(name: str, data_dir, labels, download: bool) -> SourceData:

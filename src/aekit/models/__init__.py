@@ -39,6 +39,11 @@ def _pretrain_deep_ae(model, x, run_cfg, progress=True):
     return pretrain_deep_ae(model, x, run_cfg, progress)
 
 
+def _build_miwae(cfg, shape):
+    from .miwae import build_miwae  # miwae imports aekit.impute, which imports this package
+    return build_miwae(cfg, shape)
+
+
 def _ppca_settings(cfg: ModelConfig) -> set[str]:
     return {"method"} | ({"max_iter", "tol"} if cfg.method == "em" else set())
 
@@ -85,6 +90,9 @@ SPECS: dict[str, ModelSpec] = {spec.kind: spec for spec in (
               _build_deep_ae, combine(likelihood_settings, _deep_ae_settings),
               defaults={"hidden_dims": (1000, 500, 250), "latent_dim": 30, "likelihood": "bernoulli"},
               initialize=_pretrain_deep_ae),
+    ModelSpec("miwae", "missing-data IWAE (Mattei & Frellsen 2019): trains on data with NaN, imputes them (aekit impute)",
+              lambda cfg, shape: _build_miwae(cfg, shape),
+              combine(body_settings, likelihood_settings, {"prior", "iw_samples"}), defaults={"iw_samples": 20}),
 )}
 
 MODEL_HELP = {kind: spec.help for kind, spec in SPECS.items()}

@@ -1,0 +1,156 @@
+"""What evaluation reports means what its name says: bits/dim by hand, active units at their threshold,
+the likelihood heads against their formulas, L samples, and a conditional model's label."""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from torch.distributions import MultivariateNormal
+
+import aekit
+from aekit.data import ArrayDataset
+from aekit.evaluate import DEQUANTIZATION_SEED, GREY_BERNOULLI_NOTE, dequantize, evaluate_model
+from aekit.latents import DiagonalNormal
+from aekit.likelihoods import ContinuousBernoulliLikelihood, LearnedGaussianLikelihood
+from aekit.trainer import prepare_data
+from conftest import TINY
+
+
+def _dataset(x, y=None):
+    return ArrayDataset(x=x, y=y, image_shape=None, num_classes=None if y is None else int(y.max()) + 1, name="t")
+
+
+# ----------------------------------------------------------------------------- bits per dimension
+def test_bits_per_dim_of_a_density_on_8_bit_data_is_the_dequantized_figure(tmp_path):
+    """PPCA (an exact density) on data quantized to 256 levels: bits/dim = −E[log p(x̃)]/(D ln 2) + 8, with
+    x̃ = (k + u)/256 and log p from a dense Gaussian computed here, not by aekit."""
+    rng = np.random.default_rng(0)
+    z = rng.normal(size=(600, 2))
+    x = np.clip(0.5 + 0.15 * z @ rng.normal(size=(2, 6)) + 0.03 * rng.normal(size=(600, 6)), 0, 1)
+    np.save(tmp_path / "x.npy", (np.round(x * 255) / 255).astype(np.float32))
+    model = aekit.train("ppca", str(tmp_path / "x.npy"), out=tmp_path / "ppca", latent_dim=2, figures="none",
+                        progress=False)
+    test = prepare_data(model.config).test
+    r = evaluate_model(model, test, progress=False)
+    assert "log_px" not in r and r["log_density_method"] == "exact"
+    cov = (model.W @ model.W.T + model.noise_variance * torch.eye(6)).double()
+    dense = MultivariateNormal(model.mean.double(), covariance_matrix=cov)
+    x_tilde = dequantize(test.x, 256, torch.Generator().manual_seed(DEQUANTIZATION_SEED))
+    by_hand = -dense.log_prob(x_tilde.double()).mean().item() / (6 * math.log(2)) + 8
+    assert r["bits_per_dim"] == pytest.approx(by_hand, rel=1e-5)
+    assert r["log_density"] == pytest.approx(dense.log_prob(test.x.double()).mean().item(), rel=1e-5)
+    assert r["bits_per_dim"] > 0  # a raw density's "bits" could be negative; the dequantized figure cannot
+
+
+def test_bits_per_dim_of_binary_data_is_minus_log_p_over_d_ln_2(tmp_path):
+    model = aekit.train("vae", "digits", out=tmp_path / "vae", epochs=2, **TINY)
+    test = prepare_data(model.config).test
+    assert set(test.x.unique().tolist()) == {0.0, 1.0}  # binarize auto: Bernoulli pixels get binary data
+    r = evaluate_model(model, test, iw_samples=20, progress=False)
+    assert r["log_px"] < 0 and r["bits_per_dim"] == pytest.approx(-r["log_px"] / (64 * math.log(2)))
+    assert r["log_px"] >= -r["neg_elbo"] - 0.5  # k = 20 is no looser than the ELBO (up to its noise)
+
+
+def test_a_bernoulli_likelihood_on_grey_data_reports_no_likelihood(tmp_path):
+    model = aekit.train("vae", "digits", out=tmp_path / "grey", epochs=1, binarize="none", **TINY)
+    r = evaluate_model(model, prepare_data(model.config).test, progress=False)
+    assert r["note"] == GREY_BERNOULLI_NOTE
+    assert not {"log_px", "bits_per_dim", "log_density"} & set(r)
+
+
+def test_a_density_on_continuous_data_has_no_bits_per_dim(tmp_path):
+    model = aekit.train("vae", "swiss-roll", out=tmp_path / "roll", likelihood="gaussian-learned", epochs=1, **TINY)
+    r = evaluate_model(model, prepare_data(model.config).test, iw_samples=10, progress=False)
+    assert "log_density" in r and "bits_per_dim" not in r and "log_px" not in r
+
+
+# ----------------------------------------------------------------------------- active units
+def test_active_units_count_the_dimensions_whose_posterior_mean_varies_above_0_01(tmp_path):
+    model = aekit.train("vae", "digits", out=tmp_path / "vae", epochs=1, latent_dim=3,
+                        **{k: v for k, v in TINY.items() if k != "latent_dim"})
+    n = 400
+    # posterior means whose variance over x is exactly 0.011 (active), 0.009 and 0 (inactive)
+    loc = torch.randn(n, 3, generator=torch.Generator().manual_seed(0))
+    loc = (loc - loc.mean(0)) / loc.std(0) * torch.tensor([0.011, 0.009, 0.0]).sqrt()
+    data = _dataset(torch.rand(n, 64, generator=torch.Generator().manual_seed(1)).round())
+
+    def encode(x, y=None):
+        rows = torch.cdist(x, data.x).argmin(1)  # which rows of data this batch holds
+        return DiagonalNormal(loc[rows], torch.ones_like(loc[rows]))
+
+    model.encode = encode
+    r = evaluate_model(model, data, iw_samples=0, progress=False, batch_size=64)
+    assert r["active_units"] == 1 and r["latent_dim"] == 3
+
+
+# ----------------------------------------------------------------------------- likelihood heads
+def test_continuous_bernoulli_matches_its_formula_and_integrates_to_one():
+    logits = torch.tensor([-3.0, -0.5, 0.0, 0.2, 2.5])
+    lam = torch.sigmoid(logits).double()
+    px = ContinuousBernoulliLikelihood()(logits[None])  # event over the 5 dimensions
+    x = torch.tensor([[0.1, 0.9, 0.5, 0.3, 0.7]])
+    # C(λ) = 2 artanh(1 − 2λ) / (1 − 2λ), and C(½) = 2
+    c = torch.where((lam - 0.5).abs() < 1e-6, torch.full_like(lam, 2.0), 2 * torch.atanh(1 - 2 * lam) / (1 - 2 * lam))
+    by_hand = (c.log() + x.double() * lam.log() + (1 - x.double()) * (1 - lam).log()).sum()
+    assert float(px.log_prob(x)) == pytest.approx(float(by_hand), rel=1e-5)
+    grid = torch.linspace(0, 1, 20001)[:, None].expand(-1, 5)
+    density = px.base_dist.log_prob(grid).exp()  # (G, 5)
+    assert torch.trapezoid(density, grid[:, 0], dim=0).tolist() == pytest.approx([1.0] * 5, abs=1e-4)
+
+
+def test_learned_sigma_gaussian_matches_its_formula_and_learns_the_noise_level(tmp_path):
+    raw = torch.tensor([[0.3, -1.0, 2.0, 0.0, 0.5, -0.2]])
+    px = LearnedGaussianLikelihood()(raw)
+    loc, scale = raw[:, :3], torch.nn.functional.softplus(raw[:, 3:]) + 1e-3
+    x = torch.tensor([[0.1, -0.4, 1.5]])
+    by_hand = (-0.5 * ((x - loc) / scale) ** 2 - scale.log() - 0.5 * math.log(2 * math.pi)).sum()
+    assert float(px.log_prob(x)) == pytest.approx(float(by_hand), rel=1e-6)
+    # data on a 1-d line plus noise of σ = 0.1: the learned σ must approach 0.1 (untrained: ≈ 0.69)
+    rng = np.random.default_rng(0)
+    t = rng.normal(size=(3000, 1))
+    x = t @ rng.normal(size=(1, 4)) + 0.1 * rng.normal(size=(3000, 4))
+    np.save(tmp_path / "line.npy", x.astype(np.float32))
+    model = aekit.train("vae", str(tmp_path / "line.npy"), out=tmp_path / "r", likelihood="gaussian-learned",
+                        latent_dim=1, hidden_dims=(32,), epochs=40, batch_size=128, figures="none", progress=False)
+    test = prepare_data(model.config).test
+    with torch.no_grad():
+        sigma = model.decode(model.encode(test.x).mean).base_dist.scale.mean().item()
+    assert 0.07 < sigma < 0.15, sigma
+
+
+# ----------------------------------------------------------------------------- L samples
+def test_more_monte_carlo_samples_lower_the_variance_of_the_elbo_estimate(tmp_path):
+    """The L-sample ELBO is the mean of L single-sample estimates: its variance falls as 1/L."""
+    model = aekit.train("vae", "digits", out=tmp_path / "r", epochs=1, **TINY)
+    x = prepare_data(model.config).test.x[:32]
+    model.train()
+
+    def estimates(samples):
+        model.mc_samples = samples
+        return torch.stack([model.loss(x).total.detach() for _ in range(300)])  # (300, B)
+
+    var1, var8 = estimates(1).var(0).mean(), estimates(8).var(0).mean()
+    assert 5 < float(var1 / var8) < 12  # 8 in expectation
+
+
+def test_mc_samples_is_what_the_trained_model_uses(tmp_path):
+    one = aekit.train("vae", "digits", out=tmp_path / "one", epochs=1, **TINY)
+    four = aekit.train("vae", "digits", out=tmp_path / "four", epochs=1, mc_samples=4, **TINY)
+    assert one.mc_samples == 1 and four.mc_samples == 4
+
+
+# ----------------------------------------------------------------------------- conditional model
+def test_a_cvae_generates_the_class_it_is_given(tmp_path):
+    """Samples for label c are closer to class c's mean training image than to any other class's."""
+    model = aekit.train("cvae", "digits", out=tmp_path / "cvae", epochs=40, hidden_dims=(64,), latent_dim=4,
+                        batch_size=64, figures="none", progress=False)
+    train = prepare_data(model.config).train
+    means = torch.stack([train.x[train.y == c].mean(0) for c in range(10)])  # (10, 64)
+    torch.manual_seed(0)
+    labels = torch.arange(10).repeat_interleave(20)
+    with torch.no_grad():
+        x = model.sample(len(labels), labels)
+    nearest = torch.cdist(x, means).argmin(1)
+    accuracy = float((nearest == labels).float().mean())
+    assert accuracy > 0.7, accuracy  # chance: 0.1
