@@ -266,16 +266,24 @@ def _cmd_evaluate(a) -> None:
     print(json.dumps(results) if a.json else format_table(results, f"{a.run} ({a.split} split, nats per example)"))
 
 
-def _save_rows(x, image_shape, output: str, nrow: int) -> None:
+def _save_rows(x, image_shape, output: str, nrow: int, labelled=None) -> None:
+    """x (N, D) to ``output``: a .npy array, or an image grid (``labelled(path)`` draws a labelled one)."""
     import numpy as np
 
     from .plots import save_image_grid
 
+    from .plots import image_format
+    from .runs import atomic_write
+
     out = Path(output)
     if out.suffix == ".npy":
-        np.save(out, x.cpu().numpy())
+        atomic_write(out, lambda f: np.save(f, x.cpu().numpy()))
     elif image_shape is not None:
-        save_image_grid(x, image_shape, out, nrow=nrow)
+        image_format(out)
+        if labelled is not None:
+            labelled(out)
+        else:
+            save_image_grid(x, image_shape, out, nrow=nrow)
     else:
         raise AekitError("vector data cannot be drawn as an image grid; write -o FILE.npy instead")
     print(f"wrote {out}")
@@ -286,19 +294,30 @@ def _cmd_sample(a) -> None:
 
     from . import api
 
-    model = api.load(a.run)
+    from .capabilities import SAMPLE, require
+    from .plots import save_class_samples
+
     if a.n < 1:
         raise AekitError(f"-n must be >= 1, got {a.n}")
+    model = api.load(a.run)
+    require(model, SAMPLE, "aekit sample")
     torch.manual_seed(a.seed)
-    labels = None
-    if model.num_classes:
-        if a.label is not None and not 0 <= a.label < model.num_classes:
-            raise AekitError(f"--label must be in 0..{model.num_classes - 1}, got {a.label}")
-        labels = torch.full((a.n,), a.label) if a.label is not None else torch.arange(a.n) % model.num_classes
+    labels, labelled, n = None, None, a.n
+    num_classes = getattr(model, "num_classes", None)
+    shape = model.config.shape.image_shape
+    if num_classes:
+        if a.label is not None and not 0 <= a.label < num_classes:
+            raise AekitError(f"--label must be in 0..{num_classes - 1}, got {a.label}")
+        if a.label is not None:
+            labels = torch.full((n,), a.label)
+        else:  # every class, in whole rows: column k holds class k
+            n = -(-n // num_classes) * num_classes
+            labels = torch.arange(n) % num_classes
+            labelled = lambda out: save_class_samples(x, shape, out, num_classes)  # noqa: E731
     elif a.label is not None:
         raise AekitError("--label needs a conditional model (cvae)")
-    x = model.sample(a.n, labels)
-    _save_rows(x, model.config.shape.image_shape, a.output, nrow=8)
+    x = model.sample(n, labels)
+    _save_rows(x, shape, a.output, nrow=8, labelled=labelled)
 
 
 def _cmd_reconstruct(a) -> None:
@@ -309,10 +328,13 @@ def _cmd_reconstruct(a) -> None:
     model = api.load(a.run)
     data = _load_split(model, a.split, a.data_dir, "cpu")
     x, y = data.x[:a.n], None if data.y is None else data.y[:a.n]
+    from .plots import save_reconstructions
+
     with torch.no_grad():
         recon = model.reconstruct(x, y)
     pairs = torch.stack([x, recon], 1).reshape(-1, x.shape[1])  # (2n, D): input, reconstruction, ...
-    _save_rows(pairs, data.image_shape, a.output, nrow=16)  # columns: input, reconstruction
+    _save_rows(pairs, data.image_shape, a.output, nrow=16,
+               labelled=lambda out: save_reconstructions(x, recon, data.image_shape, out))
 
 
 def _cmd_interpolate(a) -> None:
@@ -362,10 +384,15 @@ def _cmd_plot(a) -> None:
     from . import runs
     from .plots import save_curves
 
-    runs.load_config(a.run)
+    cfg = runs.load_config(a.run)
     history = runs.read_metrics(a.run)
     if not history:
         raise AekitError(f"{a.run} has no metrics yet (metrics.jsonl is empty or missing)")
+    from .models import get_spec
+
+    if not get_spec(cfg.model.kind).gradient_trained:
+        raise AekitError(f"{cfg.model.kind} is fitted in one go, so it has no training curves; its figures are in "
+                         f"aekit evaluate {a.run}")
     out = Path(a.output) if a.output else Path(a.run) / "curves.png"
     save_curves(history, out)
     print(f"wrote {out}")

@@ -40,18 +40,80 @@ def tile(images: np.ndarray, nrow: int) -> np.ndarray:
     return canvas[..., 0] if c == 1 else canvas
 
 
+IMAGE_FORMATS = {".png": "png", ".jpg": "jpeg", ".jpeg": "jpeg"}
+
+
+def image_format(path: Path) -> str:
+    """The image format a file name asks for; anything else is refused (never PNG bytes under .jpg)."""
+    suffix = Path(path).suffix.lower()
+    if suffix not in IMAGE_FORMATS:
+        from .errors import AekitError
+
+        raise AekitError(f"cannot write an image as '{suffix or Path(path).name}'; name the file .png or .jpg "
+                         f"(or .npy for the array)")
+    return IMAGE_FORMATS[suffix]
+
+
 def save_image_grid(x: torch.Tensor, image_shape, path: Path, nrow: int = 8, scale: int | None = None) -> None:
     """Rows of ``x`` (N, D) shown as images of ``image_shape`` in a grid, clipped to [0, 1].
 
     Written pixel for pixel (each image pixel a ``scale``×``scale`` block) with no axes or text:
-    it costs milliseconds, so runs can afford it every epoch.
+    it costs milliseconds. The format follows the suffix (.png, .jpg).
     """
+    fmt = image_format(path)
     images = x.detach().float().cpu().clamp(0, 1).reshape(-1, *image_shape).numpy()
     grid = tile(images, nrow)
     scale = scale or max(1, 84 // image_shape[1])  # small images (8×8 digits) drawn larger
     grid = np.kron(grid, np.ones((scale, scale) + (() if grid.ndim == 2 else (1,)), dtype=grid.dtype))
+    if fmt == "jpeg" and grid.ndim == 2:
+        grid = np.repeat(grid[..., None], 3, axis=-1)  # JPEG via Pillow wants RGB
     atomic_write(Path(path), lambda f: plt.imsave(f, grid, cmap="gray" if grid.ndim == 2 else None,
-                                                  vmin=0, vmax=1, format="png"))
+                                                  vmin=0, vmax=1, format=fmt))
+
+
+def save_labelled_grid(x: torch.Tensor, image_shape, path: Path, nrow: int, *, column_labels=None,
+                       row_labels=None, title: str | None = None, xlabel: str | None = None,
+                       ylabel: str | None = None) -> None:
+    """An image grid with text: a label under each column and beside each row, a title (matplotlib)."""
+    fmt = image_format(path)
+    images = x.detach().float().cpu().clamp(0, 1).reshape(-1, *image_shape).numpy()
+    grid = tile(images, nrow)
+    c, h, w = images.shape[1:]
+    rows = math.ceil(len(images) / nrow)
+    fig, ax = plt.subplots(figsize=(min(14, 1.0 + 0.42 * nrow * max(1, w / 14)), 1.0 + 0.42 * rows * max(1, h / 14)))
+    ax.imshow(grid, cmap="gray" if grid.ndim == 2 else None, vmin=0, vmax=1, interpolation="nearest")
+    ax.set_xticks([k * (w + 1) + w / 2 - 0.5 for k in range(nrow)] if column_labels is not None else [])
+    if column_labels is not None:
+        ax.set_xticklabels(column_labels, fontsize=7, rotation=90 if max(len(str(t)) for t in column_labels) > 4 else 0)
+    ax.set_yticks([r * (h + 1) + h / 2 - 0.5 for r in range(rows)] if row_labels is not None else [])
+    if row_labels is not None:
+        ax.set_yticklabels(row_labels, fontsize=7)
+    ax.tick_params(length=0)
+    for side in ax.spines.values():
+        side.set_visible(False)
+    if title:
+        ax.set_title(title, fontsize=9)
+    if xlabel:
+        ax.set_xlabel(xlabel, fontsize=8)
+    if ylabel:
+        ax.set_ylabel(ylabel, fontsize=8)
+    fig.tight_layout()
+    atomic_write(Path(path), lambda f: fig.savefig(f, format=fmt, dpi=100))
+    plt.close(fig)
+
+
+def save_reconstructions(x: torch.Tensor, recon: torch.Tensor, image_shape, path: Path, pairs_per_row: int = 8) -> None:
+    """Inputs and their reconstructions in alternating columns, each column labelled."""
+    pairs = torch.stack([x, recon], 1).reshape(-1, x.shape[1])  # (2n, D): input, reconstruction, ...
+    nrow = 2 * pairs_per_row
+    save_labelled_grid(pairs, image_shape, path, nrow, column_labels=["input", "recon."] * pairs_per_row,
+                       title="test inputs and their reconstructions")
+
+
+def save_class_samples(samples: torch.Tensor, image_shape, path: Path, num_classes: int) -> None:
+    """Conditional samples, one column per class (``samples`` in class-major columns: i % K is the class)."""
+    save_labelled_grid(samples, image_shape, path, num_classes, column_labels=[f"y={k}" for k in range(num_classes)],
+                       title="samples x ~ p(x | z, y), z ~ p(z)")
 
 
 def _project_2d(points: np.ndarray, basis: np.ndarray | None = None):
@@ -75,6 +137,11 @@ def save_point_comparison(data: torch.Tensor, other: torch.Tensor, path: Path, l
     ax.scatter(o[:, 0], o[:, 1], s=3, alpha=0.6, label=label)
     ax.legend(markerscale=4)
     ax.set_aspect("equal", "datalim")
+    axis = "x" if data.shape[1] <= 2 else "PC of the data"
+    ax.set_xlabel(f"{axis} 1")
+    ax.set_ylabel(f"{axis} 2")
+    ax.set_title(f"test data and {label}")
+    fig.tight_layout()
     _save(fig, path)
 
 
@@ -113,11 +180,27 @@ def save_curves(history: list[dict], path: Path) -> None:
     _save(fig, path)
 
 
+MANIFOLD_QUANTILES = (0.05, 0.95)
+
+
+def manifold_coordinates(n: int = 15) -> torch.Tensor:
+    """The z values of the manifold grid: n Gaussian quantiles from 5% to 95%."""
+    q = torch.linspace(*MANIFOLD_QUANTILES, n)
+    return torch.distributions.Normal(0.0, 1.0).icdf(q)
+
+
+def save_manifold(model, image_shape, path: Path, n: int = 15) -> None:
+    """The decoded manifold with the z values of its columns (z₁) and rows (z₂)."""
+    coords = [f"{v:.2f}" for v in manifold_coordinates(n).tolist()]
+    given = " (label y = 0)" if getattr(model, "num_classes", None) else ""
+    save_labelled_grid(decoded_manifold(model, n), image_shape, path, n, column_labels=coords,
+                       row_labels=coords[::-1], xlabel="z1", ylabel="z2", title=f"decoder means on a grid of z{given}")
+
+
 @torch.no_grad()
 def decoded_manifold(model, n: int = 15) -> torch.Tensor:
     """For a 2-D latent: decoder means on an n×n grid of z at Gaussian quantiles (Kingma & Welling, fig. 4)."""
-    q = torch.linspace(0.05, 0.95, n)
-    coords = torch.distributions.Normal(0.0, 1.0).icdf(q)
+    coords = manifold_coordinates(n)
     zz = torch.stack(torch.meshgrid(coords.flip(0), coords, indexing="ij"), -1).reshape(-1, 2)  # (n², 2)
     device = next(model.parameters()).device
     y = None
@@ -162,6 +245,7 @@ def draw_linear_figures(model, x_train: torch.Tensor, out: Path, image_shape) ->
     ax.set_xlabel("component")
     ax.set_ylabel("eigenvalue of the data covariance")
     ax.legend()
+    fig.tight_layout()
     _save(fig, Path(out) / "spectrum.png")
     if image_shape is None:
         return
@@ -209,22 +293,22 @@ def draw_run_figures(model, splits, out: Path, history: list[dict], n: int = 64,
         x, y = test.x[:n], None if test.y is None else test.y[:n]
         recon = model.reconstruct(x, y)
         samples = None
+        num_classes = getattr(model, "num_classes", None)
         if has(model, SAMPLE):
             labels = None
-            if model.num_classes:
-                labels = torch.arange(n, device=device) % model.num_classes
-            samples = model.sample(n, labels)
+            if num_classes:  # whole rows of classes: n rounded up to a multiple of K
+                labels = torch.arange(math.ceil(n / num_classes) * num_classes, device=device) % num_classes
+            samples = model.sample(n if labels is None else len(labels), labels)
         if test.image_shape is not None:
-            half = x[:32]
-            pairs = torch.stack([half, recon[:32]], 1).reshape(-1, x.shape[1])  # input, reconstruction, ...
-            # columns alternate: test input, its reconstruction
-            save_image_grid(pairs, test.image_shape, out / "reconstructions.png", nrow=16)
+            save_reconstructions(x[:32], recon[:32], test.image_shape, out / "reconstructions.png")
             if samples is not None:
-                nrow = model.num_classes if model.num_classes else 8
-                save_image_grid(samples, test.image_shape, out / "samples.png", nrow=nrow)
+                if num_classes:
+                    save_class_samples(samples, test.image_shape, out / "samples.png", num_classes)
+                else:
+                    save_image_grid(samples, test.image_shape, out / "samples.png", nrow=8)
             latent_dim = model.embed(x[:1], None if y is None else y[:1]).shape[-1]
             if latent_dim == 2 and has(model, SAMPLE):
-                save_image_grid(decoded_manifold(model), test.image_shape, out / "manifold.png", nrow=15)
+                save_manifold(model, test.image_shape, out / "manifold.png")
             if hasattr(model, "encoder_filters"):  # the autoencoders, the VAEs, the RBM
                 draw_autoencoder_figures(model, x, test.image_shape, out)
         else:
