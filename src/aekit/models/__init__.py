@@ -13,9 +13,10 @@ from ..config import DataShape, ModelConfig, RunConfig
 from ..errors import AekitError, unknown_choice
 from ..priors import PRIORS
 from .linear import build_linear_ae, build_ppca, fit_pca, fit_ppca
-from .registry import (CD_TRAINING, GRADIENT_TRAINING, PRESENTATION, ModelSpec, body_settings, check_settings,
-                       combine, kl_settings, likelihood_settings, regularizer_settings)
-from .vae import VAE, Autoencoder, build_ae, build_vae
+from .registry import _ENABLERS as ENABLERS
+from .registry import (CD_TRAINING, CONDITIONS, GRADIENT_TRAINING, PRESENTATION, ModelSpec, body_settings,
+                       check_settings, combine, kl_settings, likelihood_settings, regularizer_settings)
+from .vae import VAE, Autoencoder, build_ae, build_vae, latent_settings
 
 
 # rbm.py imports scikit-learn (for its estimator face), which takes seconds: import it only when used.
@@ -52,8 +53,18 @@ def _deep_ae_settings(cfg: ModelConfig) -> set[str]:
     return {"hidden_dims", "pretrain"} | ({"pretrain_epochs"} if cfg.pretrain == "rbm" else set())
 
 
+def _build_helmholtz(cfg, shape):
+    from .helmholtz import build_helmholtz
+    return build_helmholtz(cfg, shape)
+
+
+def _helmholtz_settings(cfg):
+    from .helmholtz import helmholtz_settings
+    return helmholtz_settings(cfg)
+
+
 _AE = combine(body_settings, likelihood_settings, regularizer_settings)
-_VAE = combine(body_settings, likelihood_settings, kl_settings)
+_VAE = combine(body_settings, likelihood_settings, kl_settings, latent_settings)
 _LINEAR_GAUSSIAN = {"likelihood": "gaussian"}
 
 SPECS: dict[str, ModelSpec] = {spec.kind: spec for spec in (
@@ -69,7 +80,7 @@ SPECS: dict[str, ModelSpec] = {spec.kind: spec for spec in (
               lambda cfg, shape: build_vae(cfg, shape, conditional=True), _VAE),
     ModelSpec("iwae", "importance-weighted autoencoder (k-sample bound as objective, --iw-samples)",
               lambda cfg, shape: build_vae(cfg, shape, objective="iwae"),
-              combine(body_settings, likelihood_settings, {"prior", "iw_samples"})),
+              combine(body_settings, likelihood_settings, latent_settings, {"prior", "iw_samples"})),
     ModelSpec("linear-ae", "linear autoencoder, squared error, gradient-trained (learns the PCA subspace)",
               build_linear_ae, combine(), defaults=_LINEAR_GAUSSIAN),
     ModelSpec("pca", "the linear autoencoder solved in closed form (top-d eigenvectors)", build_linear_ae, combine(),
@@ -85,7 +96,29 @@ SPECS: dict[str, ModelSpec] = {spec.kind: spec for spec in (
               _build_deep_ae, combine(likelihood_settings, _deep_ae_settings),
               defaults={"hidden_dims": (1000, 500, 250), "latent_dim": 30, "likelihood": "bernoulli"},
               initialize=_pretrain_deep_ae),
+    ModelSpec("helmholtz", "Helmholtz machine: sigmoid belief net + recognition net, --hidden-dims layers "
+              "(--algorithm wake-sleep | reweighted-wake-sleep | elbo)", _build_helmholtz, _helmholtz_settings,
+              defaults={"latent": "bernoulli", "hidden_dims": (200,)}),
 )}
+
+# Settings that act only under another one (for the refusal's hint), and the setting that switches each on.
+CONDITIONS.update({
+    "groups": "--latent categorical", "baseline": "--estimator score-function",
+    "variance_normalization": "--estimator score-function",
+    "baseline_decay": "--baseline moving-average | learned or --variance-normalization",
+    "baseline_hidden": "--baseline learned", "iw_samples": "--algorithm reweighted-wake-sleep",
+    **{name: "--estimator gumbel-softmax | gumbel-st (a discrete latent)"
+       for name in ("temperature", "temperature_min", "temperature_decay", "temperature_interval")},
+})
+ENABLERS.update({
+    "groups": {"latent": "categorical", "latent_dim": 2}, "baseline": {"estimator": "score-function"},
+    "variance_normalization": {"estimator": "score-function"},
+    "baseline_decay": {"estimator": "score-function", "baseline": "moving-average"},
+    "baseline_hidden": {"estimator": "score-function", "baseline": "learned"},
+    "iw_samples": {"algorithm": "reweighted-wake-sleep"},
+    **{name: {"latent": "bernoulli", "estimator": "gumbel-softmax"}
+       for name in ("temperature", "temperature_min", "temperature_decay", "temperature_interval")},
+})
 
 MODEL_HELP = {kind: spec.help for kind, spec in SPECS.items()}
 
