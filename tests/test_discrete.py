@@ -311,3 +311,18 @@ def test_bad_settings_are_one_line_errors_with_exit_2_and_nothing_written(tmp_pa
     assert code == 2
     assert err.count("\n") == 1 and err.startswith("aekit: error: ") and fragment in err, err
     assert not out.exists()
+
+
+def test_categorical_code_grid_changes_one_group_at_a_time(tmp_path):
+    from aekit.plots import categorical_codes, save_categorical_codes
+
+    model = tiny_vae(latent="categorical", latent_dim=4, groups=3).float()
+    codes = categorical_codes(model.prior()).reshape(3, 4, 3, 4)  # (row group n, column class k, N, K)
+    assert torch.equal(codes.sum(-1), torch.ones(3, 4, 3))  # every group one-hot
+    for n in range(3):
+        for k in range(4):
+            assert codes[n, k, n].argmax() == k
+            others = [g for g in range(3) if g != n]
+            assert torch.equal(codes[n, k, others], codes[n, 0, others])  # the other groups held fixed
+    save_categorical_codes(model, (1, 2, 3), tmp_path / "codes.png")
+    assert (tmp_path / "codes.png").stat().st_size > 0

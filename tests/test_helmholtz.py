@@ -226,3 +226,26 @@ def test_sampling_shapes_and_dream_are_binary():
     assert model.sample(5).shape == (5, 32)
     x_data, _ = sample_shifter(10)
     assert model.code_probabilities(x_data).shape == (10, 4) and model.reconstruct(x_data).shape == (10, 32)
+
+
+def test_layer_information_of_a_layer_that_copies_the_direction_reaches_the_ceiling():
+    from aekit.data.shifter import layer_information
+
+    d = shifter_distribution()
+    # a 2-state layer equal to the direction where the image tells it (state 1 = right), a coin flip elsewhere
+    copies = torch.stack([1 - d.p_right, d.p_right], 1)
+    assert layer_information(copies) == pytest.approx(shift_scores(d.p_right[:, None])["shift_information"])
+    # a 4-state layer that also marks the period-2 images apart (states 2, 3) knows all there is to know
+    ambiguous = (d.p_right == 0.5).double()
+    exact = torch.stack([(1 - d.p_right) * (1 - ambiguous), d.p_right * (1 - ambiguous), ambiguous / 2, ambiguous / 2], 1)
+    assert layer_information(exact) == pytest.approx(d.direction_information, abs=1e-9)
+
+
+def test_code_distribution_sums_to_one_and_matches_the_unit_probabilities():
+    model = HelmholtzMachine(32, (6, 3))
+    x, _ = sample_shifter(5)
+    for layer in (0, 1):
+        dist = model.code_distribution(x, layer, num_samples=4000)
+        states = binary_states(dist.shape[1].bit_length() - 1)
+        torch.testing.assert_close(dist.sum(1), torch.ones(5))
+        torch.testing.assert_close(dist @ states, model.code_probabilities(x, layer, num_samples=4000), atol=0.03, rtol=0)

@@ -146,6 +146,18 @@ def shift_scores(unit_probs: torch.Tensor) -> dict:
             "accuracy_ceiling": d.accuracy_ceiling, "unit_information": information, "unit_accuracy": accuracy}
 
 
+def layer_information(state_probs: torch.Tensor) -> float:
+    """I(h; direction) in nats for a whole layer h, from q(h = s | image) of the 508 images (508, S)."""
+    d = shifter_distribution()
+    state_probs = state_probs.double().cpu()
+    joint_right = (d.probs * d.p_right)[:, None] * state_probs  # P(image, right, s) summed below
+    mass = (d.probs[:, None] * state_probs).sum(0)  # P(s)
+    right = joint_right.sum(0)  # P(s, right)
+    keep = mass > 1e-15
+    h_cond = (mass[keep] * _binary_entropy(right[keep] / mass[keep])).sum()
+    return float(_binary_entropy((d.probs * d.p_right).sum()) - h_cond)
+
+
 @torch.no_grad()
 def shifter_report(model, num_samples: int = 1000) -> dict:
     """KL(p_data ‖ p_model) (exact when the model enumerates its latent, else importance-sampled with
@@ -164,4 +176,6 @@ def shifter_report(model, num_samples: int = 1000) -> dict:
     units = (model.code_probabilities(x, -1, num_samples) if hasattr(model, "code_probabilities")
              else model.embed(x))
     report.update(shift_scores(units))
+    if hasattr(model, "code_distribution") and units.shape[1] <= 12:  # the whole top layer, not one unit
+        report["top_layer_information"] = layer_information(model.code_distribution(x, -1, num_samples))
     return report

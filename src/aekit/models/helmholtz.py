@@ -312,6 +312,25 @@ class HelmholtzMachine(nn.Module):
         below = self.upward(x, num_samples)[0][layer - 1].z  # (S, B, H_{layer})
         return self.recognize(below, layer).mean.mean(0)
 
+    @torch.no_grad()
+    def code_distribution(self, x: torch.Tensor, layer: int = -1, num_samples: int = 500) -> torch.Tensor:
+        """q(h_layer = s | x) for every state s of a hidden layer of at most 12 units: (B, 2^H), states in
+        :func:`~aekit.latents.binary_states` order; Rao-Blackwellized over ``num_samples`` samples of the
+        layer below (exact for the first layer)."""
+        layer = layer % self.num_layers
+        width = self.sizes[layer + 1]
+        if width > 12:
+            raise AekitError(f"the distribution over the states of a layer enumerates them, at most 12 units; "
+                             f"layer {layer + 1} has {width}")
+        below = x if layer == 0 else self.upward(x, num_samples)[0][layer - 1].z  # (B, D) or (S, B, H)
+        q = self.recognize(below, layer)
+        states = binary_states(width, x)  # (2^H, H)
+        shape = (-1,) + (1,) * len(q.batch_shape) + (width,)
+        probs = q.log_prob(states.reshape(shape)).exp()  # (2^H, [S,] B)
+        if layer > 0:
+            probs = probs.mean(1)
+        return probs.T  # (B, 2^H)
+
     def encoder_filters(self) -> torch.Tensor:
         """Recognition weights of the first layer (H_1, D): row j is unit j's filter on x."""
         return self.recognition[0].weight.detach()
