@@ -326,3 +326,36 @@ def test_categorical_code_grid_changes_one_group_at_a_time(tmp_path):
             assert torch.equal(codes[n, k, others], codes[n, 0, others])  # the other groups held fixed
     save_categorical_codes(model, (1, 2, 3), tmp_path / "codes.png")
     assert (tmp_path / "codes.png").stat().st_size > 0
+
+
+def test_running_statistics_move_only_in_after_step_from_the_batch_that_was_trained_on():
+    est = ScoreFunction("constant", variance_normalization=True)
+    est.train()
+    signal, log_q = torch.tensor([[-10.0, -20.0, -30.0]]), torch.zeros(1, 3)
+    est.surrogate(torch.zeros(3), signal=signal, log_q=log_q)
+    assert float(est.moments.count) == 0 and float(est.constant.detach()) == 0.0  # nothing moves in the loss
+    est.after_step(1)
+    assert float(est.moments.mean) == -20.0 and float(est.moments.var) == 100.0 and float(est.constant.detach()) == -20.0
+    est.surrogate(torch.zeros(3), signal=signal + 10, log_q=log_q)
+    est.after_step(2)
+    assert float(est.moments.mean) == pytest.approx(0.8 * -20 + 0.2 * -10)
+    assert float(est.constant.detach()) == -20.0  # after the first step only the optimizer moves the constant
+    est.eval()
+    est.surrogate(torch.zeros(3), signal=signal, log_q=log_q)
+    est.after_step(3)
+    assert float(est.moments.count) == 2  # evaluation never feeds the running state
+
+
+def test_gradient_moments_are_bias_corrected_running_averages():
+    from aekit.estimators import GradientMoments
+
+    p = torch.nn.Parameter(torch.zeros(3))
+    moments = GradientMoments(3)
+    grads = torch.randn(50, 3, generator=torch.Generator().manual_seed(0))
+    for t, g in enumerate(grads, 1):
+        p.grad = g.clone()
+        moments.update([p])
+    a = GradientMoments.decay
+    w = torch.tensor([(1 - a) * a ** (50 - t) for t in range(1, 51)]) / (1 - a ** 50)
+    first, second = (w[:, None] * grads).sum(0), (w[:, None] * grads ** 2).sum(0)
+    assert moments.log_variance() == pytest.approx(math.log(float((second - first ** 2).mean())), rel=1e-5)

@@ -226,8 +226,7 @@ class SignalMoments(nn.Module):
 
     @torch.no_grad()
     def update(self, batch_mean: torch.Tensor, batch_var: torch.Tensor) -> None:
-        first = bool(self.count == 0)
-        a = 0.0 if first else self.decay
+        a = (self.count > 0).to(self.mean.dtype) * self.decay  # 0 on the first batch; no host sync
         self.mean.mul_(a).add_((1 - a) * batch_mean)
         self.var.mul_(a).add_((1 - a) * batch_var)
         self.count.add_(1)
@@ -330,10 +329,9 @@ class ScoreFunction(Estimator):
             stats = torch.stack([mean, var])
             dist.all_reduce(stats)
             mean, var = stats / dist.get_world_size()
-        first = bool(self.moments.count == 0)
         self.moments.update(mean, var)
-        if first and self.constant is not None:
-            self.constant.fill_(float(mean))  # start the constant at the signal's level, not at 0
+        if self.constant is not None:  # start the constant at the signal's level, not at 0
+            self.constant.copy_(torch.where(self.moments.count == 1, self.moments.mean, self.constant))
 
 
 def leave_one_out_bound(log_w: torch.Tensor) -> torch.Tensor:

@@ -107,6 +107,7 @@ CONDITIONS.update({
     "variance_normalization": "--estimator score-function",
     "baseline_decay": "--baseline moving-average | learned or --variance-normalization",
     "baseline_hidden": "--baseline learned", "iw_samples": "--algorithm reweighted-wake-sleep",
+    "estimator": "--algorithm elbo",
     **{name: "--estimator gumbel-softmax | gumbel-st (a discrete latent)"
        for name in ("temperature", "temperature_min", "temperature_decay", "temperature_interval")},
 })
@@ -115,7 +116,7 @@ ENABLERS.update({
     "variance_normalization": {"estimator": "score-function"},
     "baseline_decay": {"estimator": "score-function", "baseline": "moving-average"},
     "baseline_hidden": {"estimator": "score-function", "baseline": "learned"},
-    "iw_samples": {"algorithm": "reweighted-wake-sleep"},
+    "iw_samples": {"algorithm": "reweighted-wake-sleep"}, "estimator": {"algorithm": "elbo"},
     **{name: {"latent": "bernoulli", "estimator": "gumbel-softmax"}
        for name in ("temperature", "temperature_min", "temperature_decay", "temperature_interval")},
 })
