@@ -191,6 +191,12 @@ def test_helmholtz_from_the_cli_trains_evaluates_and_refuses_settings_it_does_no
                      "reweighted-wake-sleep", "--iw-samples", "3", "--steps", "30", "--no-progress", "--figures", "end",
                      "--out", str(out)]) == 0
     assert (out / "samples.png").exists() and (out / "filters.png").exists()
+    from aekit.plots import save_generative_filters
+
+    model = aekit.load(out)
+    assert model.generative_filters().shape == (8, 32)
+    save_generative_filters(model, (1, 4, 8), tmp_path / "generative.png")
+    assert (tmp_path / "generative.png").stat().st_size > 0
     capsys.readouterr()
     assert cli.main(["evaluate", str(out), "--iw-samples", "50", "--json"]) == 0
     import json
