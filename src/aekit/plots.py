@@ -257,7 +257,8 @@ def categorical_codes(prior, seed: int = FIGURE_SEED) -> torch.Tensor:
     """Codes (N·K, N·K) of a categorical prior of N groups × K classes: row n·K + k is a fixed draw from
     the prior with group n set to class k (the other groups held at that draw)."""
     groups, classes = prior.groups, prior.classes
-    with torch.random.fork_rng(devices=[]):
+    device = prior.logits.device
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
         torch.manual_seed(seed)
         base = prior.sample().reshape(groups, classes)  # (N, K) one-hot rows
     codes = base.expand(groups, classes, groups, classes).clone()  # (n, k, N, K)
