@@ -33,7 +33,22 @@ ALTERNATIVES = {
     "eps": [1e-2], "weight_decay": [0.1], "momentum": [0.9, 0.5], "lr_schedule": ["cosine"], "grad_clip": [0.01],
     "patience": [1], "seed": [1], "amp": [True],
     "binarize": ["static"], "val_fraction": [0.2], "data_seed": [1], "labels": ["labels.npy"],
+    "latent": ["bernoulli", "categorical"], "groups": [2], "estimator": ["score-function", "gumbel-softmax"],
+    "baseline": ["moving-average"], "variance_normalization": [True], "baseline_decay": [0.5],
+    "baseline_hidden": [20], "temperature": [2.0], "temperature_min": [0.1], "temperature_decay": [0.5],
+    "temperature_interval": [1], "algorithm": ["reweighted-wake-sleep", "elbo"], "track_grad_variance": [True],
+    "normal_class": [3], "window": [8], "stride": [2], "train_steps": [100],
 }
+# Settings that need another one beyond the kind's own enabler to act within a few steps.
+TEST_ENABLERS = {
+    "temperature_decay": {"temperature_interval": 1},
+    "temperature_min": {"temperature_interval": 1, "temperature_decay": 1.0},
+    # NVIL divides by max(1, σ̂) of the learning signal, which an untrained decoder keeps below 1 (every
+    # binary digit costs ≈ 64 ln 2): a larger learning rate spreads the signal within the few steps
+    "variance_normalization": {"lr": 0.05},
+}
+# Settings that only add a logged figure (they must add it, and change nothing else).
+LOGGING = {"track_grad_variance": "train/grad_log_variance"}
 # Settings only some values of which are valid for some kinds; a refusal still counts (it is one line).
 DATA_FIELDS = {"binarize", "val_fraction", "data_seed", "labels"}
 
@@ -64,7 +79,7 @@ def _same(a, b) -> bool:
 def _settings_of(kind):
     fields = [f.name for f in dataclasses.fields(ModelConfig) if f.name != "kind"]
     fields += [f.name for f in dataclasses.fields(TrainConfig)]
-    fields += ["binarize", "val_fraction", "data_seed", "labels"]
+    fields += ["binarize", "val_fraction", "data_seed", "labels", "normal_class", "window", "stride", "train_steps"]
     return fields
 
 
@@ -77,13 +92,15 @@ def test_every_setting_changes_the_result_or_is_refused(kind, tmp_path):
     defaults = {**dataclasses.asdict(SPECS[kind].effective_defaults()[0]),
                 **dataclasses.asdict(SPECS[kind].effective_defaults()[1]),
                 "binarize": DataConfig().binarize, "val_fraction": DataConfig().val_fraction, "data_seed": 0,
-                "labels": None}
+                "labels": None, "normal_class": None, "window": None, "stride": 1, "train_steps": None}
     reference_runs: dict[tuple, tuple] = {}
     table = {}
     for i, name in enumerate(_settings_of(kind)):
         if name in PRESENTATION or name == "checkpoint_seconds":
             continue
-        enabling = dict(_ENABLERS.get(name, {}))
+        enabling = {**_ENABLERS.get(name, {}), **TEST_ENABLERS.get(name, {})}
+        if "lr" in enabling and "lr" not in possible_settings(SPECS[kind]):
+            del enabling["lr"]
         if name == "patience":
             enabling = {"lr": 1e-12, "epochs": 3} if "lr" in possible_settings(SPECS[kind]) else {}
         start = {**base, **enabling}
@@ -107,6 +124,12 @@ def test_every_setting_changes_the_result_or_is_refused(kind, tmp_path):
             ref = tmp_path / f"{i}-{name}-reference"
             aekit.train(kind, "digits", out=ref, **start)
             reference_runs[key] = _result(ref)
+        if name in LOGGING:  # its running statistics are extra buffers; the parameters must be untouched
+            (weights, history), (ref_weights, ref_history) = _result(out), reference_runs[key]
+            assert history == ref_history and all(torch.equal(weights[k], v) for k, v in ref_weights.items()), name
+            assert LOGGING[name] in runs.read_metrics(out)[-1], f"{kind}: --{name} logged nothing"
+            table[name] = "logs"
+            continue
         assert not _same(_result(out), reference_runs[key]), f"{kind}: --{name.replace('_', '-')} {value} was accepted but changed nothing"
         table[name] = "acts"
     assert table, kind

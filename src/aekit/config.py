@@ -47,6 +47,9 @@ class DataConfig:
         _check(self.train_steps is None or self.train_steps >= 1, f"--train-steps must be >= 1, got {self.train_steps}")
 
 
+ALGORITHMS = ("wake-sleep", "reweighted-wake-sleep", "elbo")  # training procedures of the Helmholtz machine
+
+
 @dataclass(frozen=True)
 class ModelConfig:
     kind: str = "vae"                       # the model, see `aekit list`
@@ -78,6 +81,20 @@ class ModelConfig:
     sparsity_weight: float = 1.0            # weight of the sparsity penalty (λ for l1, β for kl)
     sparsity_target: float = 0.05           # ρ, the target mean activation of each code unit (sparsity kl)
     contractive_weight: float = 0.0         # λ on ‖J_f(x)‖²_F, the encoder Jacobian's squared norm (cae); 0: off
+    # discrete latents and their gradient estimators (vae family, helmholtz)
+    latent: str = "gaussian"                # q(z|x): gaussian | bernoulli (--latent-dim binary units) | categorical (--groups of --latent-dim classes)
+    groups: int = 1                         # N, the number of categorical variables of a categorical latent
+    estimator: str = "auto"                 # gradient through the sampled z: auto (reparameterization if gaussian, else score-function) | reparameterization | score-function | gumbel-softmax | straight-through | gumbel-st
+    baseline: str = "none"                  # score-function baseline: none | constant | moving-average | learned (NVIL's c + C(x)) | vimco (iwae)
+    variance_normalization: bool = False    # divide the centred score-function signal by max(1, its running std) (NVIL)
+    baseline_decay: float = 0.8             # α of the running mean and variance of the learning signal (NVIL: 0.8)
+    baseline_hidden: int = 100              # tanh units of the learned baseline network C(x) (NVIL: 100)
+    temperature: float = 1.0                # τ₀, the initial Gumbel-softmax temperature
+    temperature_min: float = 0.5            # τ_min, the floor of the annealed temperature
+    temperature_decay: float = 1e-4         # r in τ_t = max(τ_min, τ₀·exp(−r·t))
+    temperature_interval: int = 500         # N: τ is updated every N steps (Jang et al. 2017)
+    algorithm: str = "wake-sleep"           # how helmholtz is trained: wake-sleep | reweighted-wake-sleep (--iw-samples K) | elbo (--estimator)
+    track_grad_variance: bool = False       # log grad_log_variance: the encoder gradient's log-variance from running averages of g and g²
 
     def __post_init__(self):
         object.__setattr__(self, "hidden_dims", tuple(int(h) for h in self.hidden_dims))
@@ -105,6 +122,20 @@ class ModelConfig:
         _check(self.sparsity != "kl" or self.code_activation == "sigmoid",
                f"--sparsity kl needs codes in (0, 1): set --code-activation sigmoid, got '{self.code_activation}'")
         _check(self.contractive_weight >= 0, f"--contractive-weight must be >= 0, got {self.contractive_weight}")
+        from .estimators import check_estimator_settings  # here: estimators imports torch
+        from .latents import VAE_LATENTS
+
+        if self.latent not in VAE_LATENTS:
+            raise unknown_choice("latent", self.latent, VAE_LATENTS)
+        _check(self.groups >= 1, f"--groups must be >= 1, got {self.groups}")
+        _check(self.latent != "categorical" or self.latent_dim >= 2,
+               f"--latent categorical needs --latent-dim >= 2 (classes per group), got {self.latent_dim}")
+        if self.algorithm not in ALGORITHMS:
+            raise unknown_choice("algorithm", self.algorithm, ALGORITHMS)
+        _check(self.prior not in ("uniform", "learned") or self.latent != "gaussian",
+               f"--prior {self.prior} is for discrete latents (--latent bernoulli | categorical); a Gaussian latent "
+               f"takes --prior normal")
+        check_estimator_settings(self)
 
 
 @dataclass(frozen=True)

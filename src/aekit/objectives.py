@@ -10,6 +10,8 @@ The trainer reduces once (the batch mean). Formulas:
   dimension, averaged over the batch, is not pushed below λ nats.
 * Importance-weighted bound (Burda et al. 2016, eq. 8):
   L_k(x) = E[log (1/k) Σ_i p(x, z_i)/q(z_i|x)],  z_i ~ q(z|x);  L_1 = ELBO ≤ L_k ≤ L_{k+1} ≤ log p(x).
+* Surrogates (:func:`zero_value`): a term t − t.detach() has value 0 and the gradient of t, so a loss
+  can carry an estimator's gradient while its value stays the objective (see :mod:`aekit.estimators`).
 """
 
 from __future__ import annotations
@@ -29,12 +31,52 @@ def kl_term(q: Distribution, p: Distribution, z: torch.Tensor | None = None) -> 
     The Monte Carlo fallback (the one place it lives) is E_q[log q(z) − log p(z)] averaged over the
     samples ``z`` (S, B, J) already drawn for the reconstruction term.
     """
+    return kl_with_form(q, p, z)[0]
+
+
+def kl_with_form(q: Distribution, p: Distribution, z: torch.Tensor | None = None) -> tuple[torch.Tensor, bool]:
+    """(KL(q ‖ p) per example, whether it is the closed form): see :func:`kl_term`.
+
+    A Monte Carlo KL evaluated at samples that carry no gradient (discrete z) has no pathwise
+    gradient; a score-function estimator must then put −(log q − log p) into its learning signal.
+    """
+    if p.batch_shape != q.batch_shape:  # some registered KLs (Bernoulli) index masks and do not broadcast
+        p = p.expand(q.batch_shape)
     try:
-        return kl_divergence(q, p)
+        return kl_divergence(q, p), True
     except NotImplementedError:
         if z is None:
-            z = q.rsample((1,))
-        return (q.log_prob(z) - p.log_prob(z)).mean(0)
+            z = q.rsample((1,)) if q.has_rsample else q.sample((1,))
+        return (q.log_prob(z) - p.log_prob(z)).mean(0), False
+
+
+def zero_value(t: torch.Tensor) -> torch.Tensor:
+    """t − t.detach(): exactly 0 in value, the gradient of t (the building block of surrogate losses)."""
+    return t - t.detach()
+
+
+def sample_of(q: Distribution, sample_shape=torch.Size()) -> torch.Tensor:
+    """A sample of q: reparameterized where q has rsample (Gaussian), a plain draw otherwise (discrete)."""
+    return q.rsample(sample_shape) if q.has_rsample else q.sample(sample_shape)
+
+
+@torch.no_grad()
+def importance_sampled_log_likelihood(log_weights, x: torch.Tensor, num_samples: int,
+                                      chunk_elements: int = 1 << 24) -> torch.Tensor:
+    """log p(x) ≈ log (1/k) Σ_i w_i, k = num_samples, with ``log_weights(k')`` → (k', B) log w drawn in chunks.
+
+    Chunks bound memory (about ``chunk_elements`` decoder outputs at a time) whatever k and the batch
+    size; they are merged with logsumexp in float64, so the result equals the one-shot estimate.
+    """
+    chunk = max(1, chunk_elements // max(1, x.shape[0] * x.shape[-1]))
+    running = torch.full((x.shape[0],), -math.inf, device=x.device, dtype=torch.float64)
+    done = 0
+    while done < num_samples:
+        k = min(chunk, num_samples - done)
+        log_w = log_weights(k).double()  # (k, B)
+        running = torch.logaddexp(running, torch.logsumexp(log_w, 0))
+        done += k
+    return (running - math.log(num_samples)).float()
 
 
 def kl_per_dimension(q: Distribution, p: Distribution) -> torch.Tensor:

@@ -391,5 +391,65 @@ def save_embedding(points: np.ndarray, labels: np.ndarray | None, path: Path, ti
     ax.set_title(title)
     ax.set_xticks([])
     ax.set_yticks([])
+
+# ----------------------------------------------------------------------------- discrete latents (issue 9)
+@torch.no_grad()
+def save_generative_filters(model, image_shape, path: Path, max_filters: int = 100) -> None:
+    """The generative weights onto x of a Helmholtz machine / sigmoid belief net, one image per unit of
+    h_1 (``model.generative_filters()``, (H_1, D)), each scaled to [0, 1] on its own (grey 0.5 = 0):
+    on shifter, 4×8 filters that show which pair of shifted pixels a unit draws (Hinton et al. 1995, Fig. 3)."""
+    filters = _normalize_rows(model.generative_filters()[:max_filters].float().cpu())
+    save_image_grid(filters, image_shape, path, nrow=min(10, len(filters)))
+
+
+@torch.no_grad()
+def categorical_codes(prior, seed: int = FIGURE_SEED) -> torch.Tensor:
+    """Codes (N·K, N·K) of a categorical prior of N groups × K classes: row n·K + k is a fixed draw from
+    the prior with group n set to class k (the other groups held at that draw)."""
+    groups, classes = prior.groups, prior.classes
+    device = prior.logits.device
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        torch.manual_seed(seed)
+        base = prior.sample().reshape(groups, classes)  # (N, K) one-hot rows
+    codes = base.expand(groups, classes, groups, classes).clone()  # (n, k, N, K)
+    index = torch.arange(groups)
+    codes[index, :, index, :] = torch.eye(classes, dtype=base.dtype, device=base.device)  # group n ← class k
+    return codes.reshape(groups * classes, groups * classes)
+
+
+@torch.no_grad()
+def categorical_code_grid(model, seed: int = FIGURE_SEED) -> torch.Tensor:
+    """Decoder means (N·K, D) of :func:`categorical_codes`: one row of the grid per group, one column per class."""
+    z = categorical_codes(model.prior(), seed)
+    y = None
+    if getattr(model, "num_classes", None):
+        y = torch.zeros(len(z), dtype=torch.long, device=z.device)
+    return model.decode(z, y).mean
+
+
+def save_categorical_codes(model, image_shape, path: Path, seed: int = FIGURE_SEED) -> None:
+    """``categorical_code_grid`` as an image: one row per group, one column per class."""
+    save_image_grid(categorical_code_grid(model, seed), image_shape, path, nrow=model.prior().classes)
+
+
+def save_estimator_comparison(curves: dict, path: Path, title: str = "") -> None:
+    """Gradient estimators side by side: log-variance of the encoder's gradient against steps (left)
+    and the validation −ELBO of the same runs (right).
+
+    ``curves[name]`` = {"steps": [...], "log_variance": [...], "neg_elbo": [...]} (nats per example).
+    """
+    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 3.8))
+    for name, c in curves.items():
+        left.plot(c["steps"], c["log_variance"], marker=".", label=name)
+        right.plot(c["steps"], c["neg_elbo"], marker=".", label=name)
+    left.set_xlabel("step")
+    left.set_ylabel("log mean per-coordinate variance")
+    left.set_title("encoder gradient variance")
+    right.set_xlabel("step")
+    right.set_ylabel("-ELBO (nats / example)")
+    right.set_title("validation -ELBO")
+    right.legend(fontsize=8)
+    if title:
+        fig.suptitle(title)
     fig.tight_layout()
     _save(fig, path)

@@ -136,7 +136,8 @@ def resolve_binarization(cfg: RunConfig, splits: DataSplits) -> str:
 
     if cfg.model.likelihood != "bernoulli" or value_levels(splits.train.x) in (2, None):
         return "none"
-    model = build_model(cfg.model, data_shape(splits))
+    with torch.random.fork_rng(devices=[]):  # building the model to ask it must not move the run's RNG
+        model = build_model(cfg.model, data_shape(splits))
     return "dynamic" if has(model, LOG_LIKELIHOOD) else "none"
 
 

@@ -26,6 +26,7 @@ from ..errors import AekitError
 from ._util import one_line
 from .download import DownloadError, RemoteFile, fetch
 from .idx import parse_idx, read_idx, read_idx_bytes
+from .shifter import load_shifter
 from .transforms import remap_labels
 
 
@@ -277,6 +278,8 @@ DATASETS: dict[str, Source] = {
     "digits": Source("scikit-learn 8x8 digits, 1797 images, 10 classes; offline", load_digits_set),
     "swiss-roll": Source("3-D swiss roll, 5000 points, standardized, no labels; offline", load_swiss_roll),
     "circle": Source("2-D noisy unit circle, 5000 points, no labels; offline", load_circle),
+    "shifter": Source("shifter patterns (Hinton et al. 1995): 4x8 binary, 12500 images, label = shift direction; offline",
+                      load_shifter),
 }
 
 

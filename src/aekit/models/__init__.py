@@ -13,9 +13,9 @@ from ..config import DataShape, ModelConfig, RunConfig
 from ..errors import AekitError, unknown_choice
 from ..priors import PRIORS
 from .linear import build_linear_ae, build_ppca, fit_pca, fit_ppca
-from .registry import (CD_TRAINING, GRADIENT_TRAINING, PRESENTATION, ModelSpec, body_settings, check_settings,
-                       combine, kl_settings, likelihood_settings, regularizer_settings)
-from .vae import VAE, Autoencoder, build_ae, build_vae
+from .registry import (CD_TRAINING, CONDITIONS, GRADIENT_TRAINING, PRESENTATION, ModelSpec, body_settings,
+                       check_settings, combine, kl_settings, likelihood_settings, regularizer_settings)
+from .vae import VAE, Autoencoder, build_ae, build_vae, latent_settings
 
 
 # rbm.py imports scikit-learn (for its estimator face), which takes seconds: import it only when used.
@@ -57,8 +57,18 @@ def _deep_ae_settings(cfg: ModelConfig) -> set[str]:
     return {"hidden_dims", "pretrain"} | ({"pretrain_epochs"} if cfg.pretrain == "rbm" else set())
 
 
+def _build_helmholtz(cfg, shape):
+    from .helmholtz import build_helmholtz
+    return build_helmholtz(cfg, shape)
+
+
+def _helmholtz_settings(cfg):
+    from .helmholtz import helmholtz_settings
+    return helmholtz_settings(cfg)
+
+
 _AE = combine(body_settings, likelihood_settings, regularizer_settings)
-_VAE = combine(body_settings, likelihood_settings, kl_settings)
+_VAE = combine(body_settings, likelihood_settings, kl_settings, latent_settings)
 _LINEAR_GAUSSIAN = {"likelihood": "gaussian"}
 
 SPECS: dict[str, ModelSpec] = {spec.kind: spec for spec in (
@@ -74,7 +84,7 @@ SPECS: dict[str, ModelSpec] = {spec.kind: spec for spec in (
               lambda cfg, shape: build_vae(cfg, shape, conditional=True), _VAE),
     ModelSpec("iwae", "importance-weighted autoencoder (k-sample bound as objective, --iw-samples)",
               lambda cfg, shape: build_vae(cfg, shape, objective="iwae"),
-              combine(body_settings, likelihood_settings, {"prior", "iw_samples"})),
+              combine(body_settings, likelihood_settings, latent_settings, {"prior", "iw_samples"})),
     ModelSpec("linear-ae", "linear autoencoder, squared error, gradient-trained (learns the PCA subspace)",
               build_linear_ae, combine(), defaults=_LINEAR_GAUSSIAN),
     ModelSpec("pca", "the linear autoencoder solved in closed form (top-d eigenvectors)", build_linear_ae, combine(),
@@ -93,6 +103,9 @@ SPECS: dict[str, ModelSpec] = {spec.kind: spec for spec in (
     ModelSpec("miwae", "missing-data IWAE (Mattei & Frellsen 2019): trains on data with NaN, imputes them (aekit impute)",
               lambda cfg, shape: _build_miwae(cfg, shape),
               combine(body_settings, likelihood_settings, {"prior", "iw_samples"}), defaults={"iw_samples": 20}),
+    ModelSpec("helmholtz", "Helmholtz machine: sigmoid belief net + recognition net, --hidden-dims layers "
+              "(--algorithm wake-sleep | reweighted-wake-sleep | elbo)", _build_helmholtz, _helmholtz_settings,
+              defaults={"latent": "bernoulli", "hidden_dims": (200,)}),
 )}
 
 MODEL_HELP = {kind: spec.help for kind, spec in SPECS.items()}
@@ -105,19 +118,26 @@ def get_spec(kind: str) -> ModelSpec:
 
 
 def kinds_with(capability: str) -> list[str]:
-    """The kinds whose model class declares ``capability`` (built on a tiny shape to ask it)."""
+    """The kinds whose model class declares ``capability`` (built on a tiny shape to ask it).
+
+    The models are built under a forked RNG: asking must not move the global random stream, or a
+    run's initialization would depend on what the process asked before.
+    """
+    import torch
+
     from ..capabilities import capabilities_of
 
     shape = DataShape(data_dim=4, image_shape=None, num_classes=2)
     kinds = []
-    for kind, spec in SPECS.items():
-        try:
-            model = spec.build(ModelConfig(**{**spec.defaults, "kind": kind, "latent_dim": 2, "hidden_dims": (4,)}),
-                               shape)
-        except AekitError:
-            continue
-        if capability in capabilities_of(model):
-            kinds.append(kind)
+    with torch.random.fork_rng(devices=[]):
+        for kind, spec in SPECS.items():
+            try:
+                model = spec.build(ModelConfig(**{**spec.defaults, "kind": kind, "latent_dim": 2, "hidden_dims": (4,)}),
+                                   shape)
+            except AekitError:
+                continue
+            if capability in capabilities_of(model):
+                kinds.append(kind)
     return kinds
 
 

@@ -21,12 +21,15 @@ import torch
 from ..capabilities import MISSING_DATA
 from ..config import DataShape, ModelConfig
 from ..impute import MaskedLikelihood, split_missing
-from ..objectives import kl_term, log_mean_exp
+from ..objectives import log_mean_exp
 from .vae import VAE, build_vae
 
 
 class MIWAE(VAE):
-    """A VAE whose encoder reads zero-filled rows and whose likelihood leaves missing entries out."""
+    """A VAE whose encoder reads zero-filled rows and whose likelihood leaves missing entries out.
+
+    Only the two places the data enters change (``encode`` and ``log_px``); the ELBO, the IWAE bound it
+    trains on and the importance-sampled likelihood are the VAE's own."""
 
     capabilities = VAE.capabilities | {MISSING_DATA}
     selection_metric = "neg_iw_bound"
@@ -35,21 +38,10 @@ class MIWAE(VAE):
         """q(z | x̃), x̃ = x with NaN entries set to 0."""
         return super().encode(split_missing(x)[0], y)
 
-    def elbo_terms(self, x, y=None, num_samples: int = 1):
-        """−E_q[log p(x_o|z)] (B,), KL(q ‖ p) (B,), and q(z|x̃): the ELBO of the observed entries."""
+    def log_px(self, px, x):
+        """log p(x_o | z) = Σ_{d∈o} log p(x_d | z): the missing entries leave the likelihood."""
         x0, observed = split_missing(x)
-        qz = self.encode(x0, y)
-        z = qz.rsample((num_samples,))  # (L, B, J)
-        rec = -MaskedLikelihood(self.decode(z, y), observed).log_prob(x0).mean(0)  # (B,)
-        return rec, kl_term(qz, self.prior(), z), qz
-
-    def log_weights(self, x, y=None, num_samples: int = 1) -> torch.Tensor:
-        """log w_k = log p(x_o|z_k) + log p(z_k) − log q(z_k|x̃), z_k ~ q(z|x̃): shape (K, B)."""
-        x0, observed = split_missing(x)
-        qz = self.encode(x0, y)
-        z = qz.rsample((num_samples,))  # (K, B, J)
-        px = MaskedLikelihood(self.decode(z, y), observed)
-        return px.log_prob(x0) + self.prior().log_prob(z) - qz.log_prob(z)
+        return MaskedLikelihood(px, observed).log_prob(x0)
 
     def evaluation_terms(self, x, y=None) -> dict[str, torch.Tensor]:
         """The observed-entry ELBO's parts and −L_K with the training K (what selects the best weights)."""

@@ -14,7 +14,7 @@ from torch import nn
 
 from ..config import DataShape, ModelConfig
 from ..errors import AekitError, unknown_choice
-from ..latents import LATENTS
+from ..latents import LATENTS, build_latent, code_size
 from ..likelihoods import build_likelihood
 from ..nets import BODIES, ConvDecoderBody, ConvEncoderBody, MLPDecoderBody, MLPEncoderBody
 
@@ -54,16 +54,19 @@ def build_encoder(cfg: ModelConfig, shape: DataShape, latent: str, cond_dim: int
         body = ConvEncoderBody(shape.image_shape, hidden=cfg.hidden_dims[-1], act=cfg.activation, cond_dim=cond_dim)
     else:
         body = MLPEncoderBody(shape.data_dim, cfg.hidden_dims, cfg.activation, cond_dim=cond_dim)
-    return Encoder(body, LATENTS[latent](body.out_features, cfg.latent_dim))
+    if latent not in LATENTS:
+        raise unknown_choice("latent", latent, LATENTS)
+    return Encoder(body, build_latent(latent, body.out_features, cfg))
 
 
 def build_decoder(cfg: ModelConfig, shape: DataShape, cond_dim: int = 0) -> Decoder:
     likelihood = build_likelihood(cfg.likelihood, cfg.sigma)
     p = likelihood.params_per_dim
+    width = code_size(cfg)  # J, or N·K for a categorical code
     if cfg.body == "conv":
-        body = ConvDecoderBody(cfg.latent_dim, shape.image_shape, p, hidden=cfg.hidden_dims[-1],
+        body = ConvDecoderBody(width, shape.image_shape, p, hidden=cfg.hidden_dims[-1],
                                act=cfg.activation, cond_dim=cond_dim)
     else:
-        body = MLPDecoderBody(cfg.latent_dim, tuple(reversed(cfg.hidden_dims)), p * shape.data_dim,
+        body = MLPDecoderBody(width, tuple(reversed(cfg.hidden_dims)), p * shape.data_dim,
                               cfg.activation, cond_dim=cond_dim)
     return Decoder(body, likelihood)

@@ -138,6 +138,27 @@ _ENABLERS = {"sigma": {"likelihood": "gaussian"}, "warmup_steps": {"kl_schedule"
              "max_iter": {"method": "em"}, "tol": {"method": "em"}, "pretrain_epochs": {"pretrain": "rbm"}}
 
 
+# The discrete latents' conditional settings (for the refusal's hint), and the setting that switches each on.
+CONDITIONS.update({
+    "groups": "--latent categorical", "baseline": "--estimator score-function",
+    "variance_normalization": "--estimator score-function",
+    "baseline_decay": "--baseline moving-average | learned or --variance-normalization",
+    "baseline_hidden": "--baseline learned", "iw_samples": "--algorithm reweighted-wake-sleep",
+    "estimator": "--algorithm elbo",
+    **{name: "--estimator gumbel-softmax | gumbel-st (a discrete latent)"
+       for name in ("temperature", "temperature_min", "temperature_decay", "temperature_interval")},
+})
+_ENABLERS.update({
+    "groups": {"latent": "categorical", "latent_dim": 2}, "baseline": {"estimator": "score-function"},
+    "variance_normalization": {"estimator": "score-function"},
+    "baseline_decay": {"estimator": "score-function", "baseline": "moving-average"},
+    "baseline_hidden": {"estimator": "score-function", "baseline": "learned"},
+    "iw_samples": {"algorithm": "reweighted-wake-sleep"}, "estimator": {"algorithm": "elbo"},
+    **{name: {"latent": "bernoulli", "estimator": "gumbel-softmax"}
+       for name in ("temperature", "temperature_min", "temperature_decay", "temperature_interval")},
+})
+
+
 def _enabling(cfg: ModelConfig, name: str) -> ModelConfig:
     """``cfg`` with the setting that switches ``name`` on (to ask whether the kind could use it)."""
     try:

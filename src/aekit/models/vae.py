@@ -7,6 +7,11 @@ only in which parts they are given:
 * ``vae``  Gaussian q(z|x), N(0, I);  loss  −E_q[log p(x|z)] + β_t·KL(q ‖ p)  (L samples, free bits).
 * ``cvae`` the vae with a one-hot label y fed to encoder and decoder: q(z|x,y), p(x|z,y), p(z).
 * ``iwae`` the vae trained on −L_k, the k-sample importance-weighted bound (Burda et al. 2016).
+
+The latent of the VAE family is a setting (``--latent gaussian | bernoulli | categorical``), and so
+is the gradient estimator for the sampled z (``--estimator``, :mod:`aekit.estimators`): a discrete
+VAE is ``vae --latent bernoulli --estimator score-function --baseline learned`` (NVIL), or
+``--estimator gumbel-softmax`` (Jang et al. 2017), with the same objective, evaluation and figures.
 """
 
 from __future__ import annotations
@@ -21,9 +26,11 @@ from torch.distributions import Distribution
 from ..capabilities import CORRUPTS_INPUT, ELBO, LOG_LIKELIHOOD, POSTERIOR, SAMPLE
 from ..config import DataShape, ModelConfig
 from ..errors import AekitError
+from ..estimators import RELAXED, Estimator, GradientMoments, Reparameterization, build_estimator, resolve_estimator
 from ..latents import PointLatent
-from ..objectives import KLSchedule, free_bits, kl_per_dimension, kl_term, log_mean_exp
-from ..priors import PRIORS
+from ..objectives import (KLSchedule, free_bits, importance_sampled_log_likelihood, kl_per_dimension, kl_term,
+                          kl_with_form, log_mean_exp, sample_of, zero_value)
+from ..priors import build_prior
 from ..regularizers import CODE_ACTIVATIONS, Corruption, Penalty, build_corruption, build_penalties
 from .parts import Decoder, Encoder, LossOutput, build_decoder, build_encoder
 
@@ -127,11 +134,17 @@ class Autoencoder(_Conditioning):
 
 
 class VAE(Autoencoder):
-    """Variational autoencoder: q(z|x) Gaussian, p(z) a prior, p(x|z) a likelihood head.
+    """Variational autoencoder: q(z|x) a latent head, p(z) a prior, p(x|z) a likelihood head.
+
+    q(z|x) is Gaussian, factorized Bernoulli or grouped categorical (:mod:`aekit.latents`).
 
     ``objective="elbo"``: per-example loss −(1/L) Σ_l log p(x|z_l) + β_t·KL(q(z|x) ‖ p(z)), the KL in
     closed form (Monte Carlo where none exists), with free bits λ when λ > 0.
     ``objective="iwae"``: per-example loss −L_k(x) (see ``log_weights``).
+    ``estimator``: how the gradient gets through the sampled z (default: reparameterization). The
+    loss's value is always the objective on an exact sample of q, so the reported reconstruction and
+    KL are honest whatever the estimator; a relaxed estimator (gumbel-softmax) decodes the relaxed
+    sample for the gradient and the discrete sample behind it for the value (one more decoder pass).
     """
 
     capabilities = frozenset({SAMPLE, LOG_LIKELIHOOD, ELBO, POSTERIOR})
@@ -139,7 +152,8 @@ class VAE(Autoencoder):
 
     def __init__(self, encoder: Encoder, decoder: Decoder, prior: nn.Module, *, objective: str = "elbo",
                  kl_schedule: KLSchedule = KLSchedule(), free_bits: float = 0.0, mc_samples: int = 1,
-                 iw_samples: int = 5, num_classes: int | None = None):
+                 iw_samples: int = 5, num_classes: int | None = None, estimator: Estimator | None = None,
+                 track_grad_variance: bool = False):
         super().__init__(encoder, decoder, num_classes)
         self.prior_module = prior
         self.objective = objective
@@ -147,6 +161,9 @@ class VAE(Autoencoder):
         self.free_bits = free_bits
         self.mc_samples = mc_samples
         self.iw_samples = iw_samples
+        self.estimator = estimator if estimator is not None else Reparameterization()
+        self.grad_moments = (GradientMoments(sum(p.numel() for p in self.gradient_parameters()))
+                             if track_grad_variance else None)
 
     def prior(self) -> Distribution:
         return self.prior_module()
@@ -155,33 +172,89 @@ class VAE(Autoencoder):
         return self.encoder(x, self.cond(y))
 
     def embed(self, x, y=None) -> torch.Tensor:
-        return self.encode(x, y).mean  # posterior means
+        return self.encode(x, y).mean  # posterior means (unit probabilities for discrete codes)
+
+    @staticmethod
+    def _code(qz: Distribution) -> torch.Tensor:
+        """The code a reconstruction decodes: the posterior mean, or the most probable discrete code."""
+        return qz.mode if hasattr(qz, "discretize") else qz.mean
 
     def reconstruct(self, x, y=None) -> torch.Tensor:
-        return self.decode(self.encode(x, y).mean, y).mean
+        return self.decode(self._code(self.encode(x, y)), y).mean
+
+    def log_px(self, px: Distribution, x: torch.Tensor) -> torch.Tensor:
+        """log p(x|z) of the data, shape px's batch shape. The one place every objective scores x, so a model
+        that sees x differently (MIWAE: only the observed entries) changes this, not the objectives."""
+        return px.log_prob(x)
 
     def elbo_terms(self, x, y=None, num_samples: int = 1):
         """Reconstruction −E_q[log p(x|z)] (B,), KL (B,), and q(z|x); the ELBO is −(rec + KL)."""
         qz = self.encode(x, y)
-        z = qz.rsample((num_samples,))  # (L, B, J)
-        rec = -self.decode(z, y).log_prob(x).mean(0)  # (B,)
+        z = sample_of(qz, (num_samples,))  # (L, B, J)
+        rec = -self.log_px(self.decode(z, y), x).mean(0)  # (B,)
         return rec, kl_term(qz, self.prior(), z), qz
 
     def log_weights(self, x, y=None, num_samples: int = 1) -> torch.Tensor:
         """log w_i = log p(x|z_i) + log p(z_i) − log q(z_i|x), z_i ~ q(z|x): shape (k, B)."""
         qz = self.encode(x, y)
-        z = qz.rsample((num_samples,))  # (k, B, J)
-        return self.decode(z, y).log_prob(x) + self.prior().log_prob(z) - qz.log_prob(z)
+        z = sample_of(qz, (num_samples,))  # (k, B, J)
+        return self.log_px(self.decode(z, y), x) + self.prior().log_prob(z) - qz.log_prob(z)
 
     def loss(self, x, y=None, step: int = 0) -> LossOutput:
         if self.objective == "iwae":
-            log_w = self.log_weights(x, y, self.iw_samples)  # (k, B)
-            bound = log_mean_exp(log_w, 0)
-            return LossOutput(-bound, {"iw_bound": bound, "elbo": log_w.mean(0)})
-        rec, kl, qz = self.elbo_terms(x, y, self.mc_samples)
-        kl_penalty = free_bits(kl_per_dimension(qz, self.prior()), self.free_bits) if self.free_bits > 0 else kl
+            return self._iwae_loss(x, y, step)
+        qz = self.encode(x, y)
+        draw = self.estimator.draw(qz, (self.mc_samples,), step)  # z (L, B, J)
+        log_px = self.log_px(self.decode(draw.z, y), x)  # (L, B)
+        rec = -log_px.mean(0)  # (B,)
+        terms = {"reconstruction": rec}
+        if draw.relaxed:  # the value at the discrete sample, the gradient of the relaxed one
+            with torch.no_grad():
+                rec_discrete = -self.log_px(self.decode(draw.hard, y), x).mean(0)
+            terms = {"reconstruction": rec_discrete + zero_value(rec), "relaxed_reconstruction": rec.detach()}
+            rec = terms["reconstruction"]
+        pz = self.prior()
+        kl, closed_form = kl_with_form(qz, pz, draw.hard)
+        kl_penalty = free_bits(kl_per_dimension(qz, pz), self.free_bits) if self.free_bits > 0 else kl
         beta = self.kl_schedule(step)
-        return LossOutput(rec + beta * kl_penalty, {"reconstruction": rec, "kl": kl})
+        total = rec + beta * kl_penalty
+        terms["kl"] = kl
+        if self.estimator.uses_score:
+            log_q = qz.log_prob(draw.hard)  # (L, B)
+            signal = log_px  # the KL's gradient is taken in closed form; a Monte Carlo KL joins the signal
+            if not closed_form:
+                signal = log_px - beta * (log_q - pz.log_prob(draw.hard))
+            total, extra = self.estimator.surrogate(total, signal=signal, log_q=log_q, x=x, cond=self.cond(y))
+            terms.update(extra)
+        terms.update(self._reported(step, rec))
+        return LossOutput(total, terms)
+
+    def _iwae_loss(self, x, y, step: int) -> LossOutput:
+        qz = self.encode(x, y)
+        z = self.estimator.draw(qz, (self.iw_samples,), step).z  # (k, B, J)
+        log_w = self.log_px(self.decode(z, y), x) + self.prior().log_prob(z) - qz.log_prob(z)  # (k, B)
+        bound = log_mean_exp(log_w, 0)
+        total = self.estimator.iw_surrogate(log_w, qz.log_prob(z)) if self.estimator.uses_score else -bound
+        terms = {"iw_bound": bound, "elbo": log_w.mean(0)}
+        terms.update(self._reported(step, bound))
+        return LossOutput(total, terms)
+
+    def _reported(self, step: int, like: torch.Tensor) -> dict[str, torch.Tensor]:
+        """The estimator's scalars (temperature) and the gradient's running log-variance, as (B,) terms."""
+        values = dict(self.estimator.report(step))
+        if self.grad_moments is not None:
+            values["grad_log_variance"] = self.grad_moments.log_variance()
+        return {k: torch.full_like(like, v).detach() for k, v in values.items()}
+
+    def gradient_parameters(self) -> list[nn.Parameter]:
+        """The parameters whose gradient variance the estimators are compared on: the encoder's."""
+        return list(self.encoder.parameters())
+
+    def after_step(self, step: int) -> None:
+        """After each optimizer step: the estimator's running statistics, the gradient's moments."""
+        self.estimator.after_step(step)
+        if self.grad_moments is not None:
+            self.grad_moments.update(self.gradient_parameters())
 
     def evaluation_terms(self, x, y=None) -> dict[str, torch.Tensor]:
         """The true ELBO's parts (β = 1, no free bits), per example."""
@@ -195,15 +268,32 @@ class VAE(Autoencoder):
         Samples are drawn in chunks that bound memory; chunks are merged with logsumexp, so the result
         equals the one-shot estimate and never overflows.
         """
-        chunk = max(1, _LOGLIK_CHUNK_ELEMENTS // max(1, x.shape[0] * x.shape[-1]))
-        running = torch.full((x.shape[0],), -math.inf, device=x.device, dtype=torch.float64)
-        done = 0
-        while done < num_samples:
-            k = min(chunk, num_samples - done)
-            log_w = self.log_weights(x, y, k).double()  # (k, B)
-            running = torch.logaddexp(running, torch.logsumexp(log_w, 0))
-            done += k
-        return (running - math.log(num_samples)).float()
+        return importance_sampled_log_likelihood(lambda k: self.log_weights(x, y, k), x, num_samples,
+                                                 _LOGLIK_CHUNK_ELEMENTS)
+
+    @torch.no_grad()
+    def exact_log_likelihood(self, x, y=None) -> torch.Tensor:
+        """log p(x) = log Σ_z p(z) p(x|z) by enumerating every code z of a discrete latent, (B,).
+
+        Up to 2^20 codes (K ≤ 20 binary units, or K^N ≤ 2^20 categorical codes); a one-line error beyond,
+        and for a Gaussian latent. Decoder passes in chunks; the sum by logsumexp in float64.
+        """
+        pz = self.prior()
+        if not hasattr(pz, "states"):
+            raise AekitError("exact log p(x) enumerates a discrete latent (--latent bernoulli | categorical); "
+                             "for a Gaussian latent use log_likelihood(x, num_samples=k)")
+        states = pz.states()  # (S, J)
+        log_pz = pz.log_prob(states)  # (S,)
+        batch, dim = x.shape[0], x.shape[-1]
+        chunk = max(1, _LOGLIK_CHUNK_ELEMENTS // max(1, batch * dim))
+        running = torch.full((batch,), -math.inf, device=x.device, dtype=torch.float64)
+        for start in range(0, len(states), chunk):
+            z = states[start:start + chunk, None, :]  # (S_c, 1, J): one decoder pass per code
+            if self.num_classes is not None:  # the label enters the decoder: one pass per (code, example)
+                z = z.expand(-1, batch, -1)
+            log_joint = self.log_px(self.decode(z, y), x) + log_pz[start:start + chunk, None]  # (S_c, B)
+            running = torch.logaddexp(running, torch.logsumexp(log_joint.double(), 0))
+        return running.to(x.dtype)
 
     @torch.no_grad()
     def sample(self, n: int, y=None) -> torch.Tensor:
@@ -240,7 +330,30 @@ def build_vae(cfg: ModelConfig, shape: DataShape, *, objective="elbo", condition
     cond_dim = num_classes or 0
     schedule = KLSchedule(cfg.kl_schedule, cfg.beta, cfg.warmup_steps, cfg.cycle_steps)
     return VAE(
-        build_encoder(cfg, shape, "gaussian", cond_dim), build_decoder(cfg, shape, cond_dim),
-        PRIORS[cfg.prior](cfg.latent_dim), objective=objective, kl_schedule=schedule,
+        build_encoder(cfg, shape, cfg.latent, cond_dim), build_decoder(cfg, shape, cond_dim),
+        build_prior(cfg.prior, cfg.latent, cfg.latent_dim, cfg.groups), objective=objective, kl_schedule=schedule,
         free_bits=cfg.free_bits, mc_samples=cfg.mc_samples, iw_samples=cfg.iw_samples, num_classes=num_classes,
+        estimator=build_estimator(cfg, shape.data_dim + cond_dim), track_grad_variance=cfg.track_grad_variance,
     )
+
+
+# ----------------------------------------------------------------------------- settings the vae family reads
+def estimator_settings(cfg: ModelConfig) -> set[str]:
+    """The estimator's settings, each only where it acts: baselines with the score function, the
+    temperature schedule with the Gumbel estimators."""
+    estimator = resolve_estimator(cfg.latent, cfg.estimator)
+    used = {"estimator", "track_grad_variance"}
+    if estimator == "score-function":
+        used |= {"baseline", "variance_normalization"}
+        if cfg.baseline in ("moving-average", "learned") or cfg.variance_normalization:
+            used.add("baseline_decay")
+        if cfg.baseline == "learned":
+            used.add("baseline_hidden")
+    if estimator in RELAXED:
+        used |= {"temperature", "temperature_min", "temperature_decay", "temperature_interval"}
+    return used
+
+
+def latent_settings(cfg: ModelConfig) -> set[str]:
+    """The latent and its estimator: ``--groups`` only with a categorical latent."""
+    return {"latent"} | ({"groups"} if cfg.latent == "categorical" else set()) | estimator_settings(cfg)
