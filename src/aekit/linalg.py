@@ -129,7 +129,7 @@ def _blocked_centred_scatter(X: torch.Tensor, mean: torch.Tensor) -> torch.Tenso
     return scatter
 
 
-def _centred_scatter(X: torch.Tensor, mean: torch.Tensor) -> torch.Tensor:
+def centred_scatter(X: torch.Tensor, mean: torch.Tensor) -> torch.Tensor:
     """Σ_n (x_n − μ)(x_n − μ)ᵀ, the (D, D) scatter matrix, in float64, without a centred copy of X.
 
     Cost O(N D²) time, O(D²) extra memory. Float64 data take scikit-learn's route, XᵀX − N μμᵀ: one
@@ -214,7 +214,7 @@ def pca_subspace(X, d: int, ddof: int = 0, mean=None) -> tuple[torch.Tensor, tor
     mean = column_mean(X) if mean is None else torch.as_tensor(mean, dtype=torch.float64, device=X.device)  # (D,)
 
     if N >= D:
-        eigenvalues, eigenvectors = _eigh(_centred_scatter(X, mean))  # ascending
+        eigenvalues, eigenvectors = _eigh(centred_scatter(X, mean))  # ascending
         eigenvalues = eigenvalues.flip(0) / (N - ddof)  # (D,) descending
         basis = eigenvectors.flip(1)[:, :d]  # (D, d)
     else:
@@ -226,4 +226,4 @@ def pca_subspace(X, d: int, ddof: int = 0, mean=None) -> tuple[torch.Tensor, tor
     return canonical_signs(basis), eigenvalues.clamp_min(0.0)
 
 
-__all__ = ["principal_angles", "max_principal_angle", "pca_subspace", "canonical_signs", "column_mean"]
+__all__ = ["principal_angles", "max_principal_angle", "pca_subspace", "canonical_signs", "column_mean", "centred_scatter"]
