@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import torch
 from torch import nn
-from torch.distributions import Independent, LowRankMultivariateNormal, MultivariateNormal, Normal
+from torch.distributions import Independent, LowRankMultivariateNormal, MultivariateNormal
 
 from ..capabilities import LOG_LIKELIHOOD, POSTERIOR, SAMPLE, SUBSPACE
 from ..config import DataShape, ModelConfig
@@ -76,8 +76,22 @@ def fit_pca(model: LinearAutoencoder, x: torch.Tensor, run_cfg, progress: bool =
     return model
 
 
+def _ppca():
+    """The module holding PPCA's formulas (imported on first use: it loads scikit-learn, which takes
+    about a second, for its estimator)."""
+    from . import ppca
+
+    return ppca
+
+
 class PPCAModel(nn.Module):
-    """Probabilistic PCA as a module with the common face (buffers μ (D,), W (D, q), σ²)."""
+    """Probabilistic PCA as a module with the common face (buffers μ (D,), W (D, q), σ²).
+
+    Every distribution comes from :mod:`aekit.models.ppca`, the one place the formulas live: the
+    encoder is the exact posterior :func:`~aekit.models.ppca.posterior`, the decoder the observation
+    model N(Wz + μ, σ²I), and ``log_likelihood`` the exact marginal N(μ, WWᵀ + σ²I) (NaN entries of x
+    are treated as missing by both).
+    """
 
     capabilities = frozenset({SAMPLE, LOG_LIKELIHOOD, POSTERIOR, SUBSPACE})
     likelihood_method = "exact"  # log p(x) in closed form, no importance sampling
@@ -96,19 +110,15 @@ class PPCAModel(nn.Module):
 
     def marginal(self) -> LowRankMultivariateNormal:
         """p(x) = N(μ, WWᵀ + σ²I), whose log_prob uses the Woodbury identity (no D×D inverse)."""
-        return LowRankMultivariateNormal(self.mean, self.W, self.noise_variance.expand_as(self.mean))
+        return _ppca().marginal(self.mean, self.W, self.noise_variance)
 
     def encode(self, x, y=None) -> MultivariateNormal:
         """p(z|x) = N(M⁻¹Wᵀ(x − μ), σ²M⁻¹), M = WᵀW + σ²I (Bishop, PRML eq. 12.42)."""
-        q = self.W.shape[1]
-        M = self.W.T @ self.W + self.noise_variance * torch.eye(q, dtype=self.W.dtype, device=self.W.device)
-        loc = torch.linalg.solve(M, self.W.T @ (x - self.mean).T).T  # (B, q)
-        return MultivariateNormal(loc, covariance_matrix=self.noise_variance * torch.linalg.inv(M))
+        return _ppca().posterior(x, self.mean, self.W, self.noise_variance)
 
-    def decode(self, z, y=None):
+    def decode(self, z, y=None) -> Independent:
         """p(x|z) = N(Wz + μ, σ²I)."""
-        loc = z @ self.W.T + self.mean
-        return Independent(Normal(loc, self.noise_variance.sqrt().expand_as(loc)), 1)
+        return _ppca().observation_model(z, self.mean, self.W, self.noise_variance)
 
     def embed(self, x, y=None):
         return self.encode(x).mean
@@ -118,13 +128,14 @@ class PPCAModel(nn.Module):
 
     def log_likelihood(self, x, y=None, num_samples: int = 0) -> torch.Tensor:
         """Exact log p(x) per example; ``num_samples`` is ignored (no sampling is needed)."""
-        return self.marginal().log_prob(x)
+        return _ppca().log_marginal(x, self.mean, self.W, self.noise_variance)
 
     def evaluation_terms(self, x, y=None):
         return {"neg_log_likelihood": -self.log_likelihood(x)}
 
     @torch.no_grad()
     def sample(self, n: int, y=None) -> torch.Tensor:
+        """Means W z + μ of p(x|z) for z ~ p(z) (the noise-free images, as the other models' samples)."""
         return self.decode(self.prior().sample((n,))).mean
 
     def decoder_basis(self) -> torch.Tensor:
@@ -137,14 +148,13 @@ def build_ppca(cfg: ModelConfig, shape: DataShape) -> PPCAModel:
 
 @torch.no_grad()
 def fit_ppca(model: PPCAModel, x: torch.Tensor, run_cfg, progress: bool = True) -> PPCAModel:
-    from .ppca import PPCA
-
+    """Fit μ, W, σ² with :class:`aekit.models.ppca.PPCA` (closed form, or EM from a random W seeded by
+    the run's training seed ``--seed``) and copy them into the model's buffers."""
     cfg = run_cfg.model
-    estimator = PPCA(cfg.latent_dim, method=cfg.method, max_iter=cfg.max_iter, tol=cfg.tol,
-                     random_state=0).fit(x)
+    estimator = _ppca().PPCA(cfg.latent_dim, method=cfg.method, max_iter=cfg.max_iter, tol=cfg.tol,
+                             random_state=run_cfg.train.seed).fit(x)
     model.mean.copy_(torch.as_tensor(estimator.mean_))
     model.W.copy_(torch.as_tensor(estimator.W_))
     model.noise_variance.fill_(float(estimator.noise_variance_))
-    model.fit_info = {"n_iter": int(getattr(estimator, "n_iter_", 0) or 0),
-                      "converged": bool(getattr(estimator, "converged_", True))}
+    model.fit_info = {"n_iter": int(estimator.n_iter_), "converged": bool(estimator.converged_)}
     return model
