@@ -22,7 +22,7 @@ from ..capabilities import LOG_LIKELIHOOD, POSTERIOR, SAMPLE, SUBSPACE
 from ..config import DataShape, ModelConfig
 from ..likelihoods import FixedGaussianLikelihood
 from ..latents import PointLatent
-from ..linalg import pca_subspace
+from ..linalg import column_mean, pca_subspace
 from ..priors import StandardNormalPrior
 from .parts import Decoder, Encoder
 from .vae import Autoencoder
@@ -64,16 +64,50 @@ def build_linear_ae(cfg: ModelConfig, shape: DataShape) -> LinearAutoencoder:
     return LinearAutoencoder(encoder, decoder)
 
 
-@torch.no_grad()
-def fit_pca(model: LinearAutoencoder, x: torch.Tensor, run_cfg, progress: bool = True) -> LinearAutoencoder:
-    """Closed form: encoder z = U_dᵀ(x − x̄), decoder x̂ = U_d z + x̄ (eigendecomposition of the covariance)."""
-    mean = x.double().mean(0)
-    basis, _ = pca_subspace(x, model.decoder_basis().shape[1], mean=mean)  # (D, d)
+def _set_centred_map(model: LinearAutoencoder, basis: torch.Tensor, mean: torch.Tensor) -> None:
+    """Encoder z = Qᵀ(x − x̄), decoder x̂ = Q z + x̄ for a (D, d) basis Q with orthonormal columns."""
     model.encoder.head.proj.weight.copy_(basis.T)
     model.encoder.head.proj.bias.copy_(-(basis.T @ mean))
     model.decoder.body.linear.weight.copy_(basis)
     model.decoder.body.linear.bias.copy_(mean)
+
+
+@torch.no_grad()
+def fit_pca(model: LinearAutoencoder, x: torch.Tensor, run_cfg, progress: bool = True) -> LinearAutoencoder:
+    """Closed form: encoder z = U_dᵀ(x − x̄), decoder x̂ = U_d z + x̄ (eigendecomposition of the covariance)."""
+    mean = column_mean(x)
+    basis, _ = pca_subspace(x, model.decoder_basis().shape[1], mean=mean)  # (D, d)
+    _set_centred_map(model, basis, mean)
     return model
+
+
+@torch.no_grad()
+def initialize_linear_ae(model: LinearAutoencoder, x: torch.Tensor, run_cfg, progress: bool = True) -> None:
+    """Start gradient training from a random orthonormal, balanced and centred map.
+
+    A = B = Q with Q a uniformly random (Haar) D x d matrix with orthonormal columns, drawn with the
+    run's ``--seed``; decoder bias b = x̄ (the training mean) and encoder bias a = −Qᵀx̄, so the
+    first reconstruction is the orthogonal projection onto a random d-dimensional subspace through
+    the mean. Why (measured on digits, d = 8, Adam, cosine schedule; see NOTES / benchmarks/linear_ae.py):
+
+    * centred: with PyTorch's default init the biases start far from the mean, the residual has a
+      large mean part, and the linear maps first fit E[x xᵀ] = S + x̄ x̄ᵀ, whose top direction is
+      the mean (‖x̄‖² ≈ 6.5 against λ_1 ≈ 0.7 on digits): that detour costs most of a short run;
+    * orthonormal and balanced (AᵀB = I, A = B): the map starts as a projection, so what is left is
+      the rotation of the subspace (Oja's subspace flow near A = B), whose slowest mode mixes u_d
+      with u_{d+1} at a rate ∝ λ_d − λ_{d+1}; the default init spends steps first on the scale and
+      balance of A and B.
+
+    Together they cut the max principal angle after 40 epochs (batch 32, lr 3e-2) from 0.23 rad to
+    0.016 rad, and the error's excess over Σ_{j>d} λ_j from 0.9% to 0.007%.
+    """
+    D, d = model.decoder_basis().shape
+    generator = torch.Generator().manual_seed(run_cfg.train.seed)
+    gaussian = torch.randn(D, d, generator=generator, dtype=torch.float64)
+    Q, R = torch.linalg.qr(gaussian)  # (D, d), (d, d)
+    Q = Q * torch.sign(R.diagonal())  # the sign fix that makes Q Haar-distributed (Mezzadri 2007)
+    device = model.decoder_basis().device
+    _set_centred_map(model, Q.to(device), column_mean(x).to(device))
 
 
 def _ppca():
