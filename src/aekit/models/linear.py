@@ -4,7 +4,9 @@
   trainer. Baldi & Hornik (1989): every local minimum of the squared error is global and the
   decoder's column space is the span of the top-d eigenvectors of the data covariance (the basis
   itself is free up to an invertible map), with minimal loss ½ Σ_{j>d} λ_j per example (for the
-  unit-σ Gaussian likelihood, −log p = ½‖x − x̂‖² + (D/2) log 2π).
+  unit-σ Gaussian likelihood, −log p = ½‖x − x̂‖² + (D/2) log 2π). Training starts from an
+  orthonormal, centred map (:func:`initialize_linear_ae`); how close it gets is measured by
+  :func:`aekit.linalg.subspace_convergence`.
 * ``pca``: the same composition solved in closed form: A = B = U_d (top-d eigenvectors), b = x̄.
 * ``ppca``: x = Wz + μ + ε, z ~ N(0, I_q), ε ~ N(0, σ²I) (Tipping & Bishop 1999), fitted by closed-form
   maximum likelihood or EM through the scikit-learn style :class:`aekit.models.ppca.PPCA`; the run

@@ -354,6 +354,38 @@ def em_step_covariance(S_times: Callable[[torch.Tensor], torch.Tensor], trace_S:
     return loglik, (W_new, noise_variance_new)
 
 
+class SecondMoments(NamedTuple):
+    """What EM on complete data needs from X: μ = x̄, the product W ↦ S W, tr S (S with 1/N)."""
+
+    mean: torch.Tensor  # (D,)
+    S_times: Callable[[torch.Tensor], torch.Tensor]
+    trace: float
+    dtype: torch.dtype  # of the products (float64 when S is formed)
+    route: str  # "covariance" | "data"
+
+
+def second_moments(X: torch.Tensor, q: int, route: str = "auto") -> SecondMoments:
+    """The sample covariance of complete X (N, D) as EM uses it, in one pass over X.
+
+    ``route``: "covariance" forms S = (1/N) Σ_n (x_n − x̄)(x_n − x̄)ᵀ once (O(N D²), accumulated in
+    float64 by :func:`aekit.linalg.centred_scatter`), after which S W costs O(D² q); "data" keeps a
+    centred copy X̃ (working dtype) and computes S W = X̃ᵀ (X̃ W) / N, O(N D q) per product; "auto"
+    takes the cheaper one for a q-dimensional fit (:func:`_covariance_is_cheaper`).
+    """
+    routes = ("auto", "covariance", "data")
+    if route not in routes:
+        raise unknown_choice("route", route, routes)
+    N, D = X.shape
+    mean = column_mean(X)  # (D,) float64, the ML μ for complete data
+    if route == "covariance" or (route == "auto" and _covariance_is_cheaper(N, D, q)):
+        S = centred_scatter(X, mean) / N  # (D, D) float64: the one pass over the data
+        return SecondMoments(mean, lambda W: S @ W, float(S.diagonal().sum()), torch.float64, "covariance")
+    mean = mean.to(X.dtype)
+    Xc = X - mean  # (N, D): the one centred copy every product reuses
+    trace = float(torch.linalg.vector_norm(Xc, dtype=torch.float64).square()) / N
+    return SecondMoments(mean, lambda W: Xc.T @ (Xc @ W) / N, trace, X.dtype, "data")  # two O(NDq) products
+
+
 def _covariance_is_cheaper(n_samples: int, n_features: int, q: int) -> bool:
     """Whether forming S (one O(N D²) syrk) beats products with the data in every EM evaluation.
 
@@ -539,7 +571,7 @@ def _em_loop(evaluate: Callable[[Params], tuple[float, Params]], theta0: Params,
 
 def fit_em(X: torch.Tensor, W0: torch.Tensor, noise_variance0: float, *, observed: torch.Tensor | None = None,
            max_iter: int = 1000, tol: float = 1e-12, noise_floor: float = 0.0, acceleration: str = "squarem",
-           route: str = "auto") -> EMResult:
+           route: str = "auto", moments: SecondMoments | None = None) -> EMResult:
     """Maximum-likelihood PPCA by EM, from the initial W0 and σ²_0 (see the module docstring).
 
     Every evaluation of the EM map also yields the log-likelihood of the point it starts from, which
@@ -555,9 +587,8 @@ def fit_em(X: torch.Tensor, W0: torch.Tensor, noise_variance0: float, *, observe
         noise_floor: lower bound on σ².
         acceleration: "squarem" (PX-EM steps with SQUAREM extrapolation), "px" (PX-EM steps) or
             "none" (plain EM, PRML eq. 12.54-12.57).
-        route: complete data only: "covariance" (form S once, O(D²q) per evaluation, float64), "data"
-            (S W = X̃ᵀ(X̃ W)/N, O(NDq) per evaluation, working dtype) or "auto" (the cheaper one,
-            :func:`_covariance_is_cheaper`).
+        route: complete data only, see :func:`second_moments`.
+        moments: complete data only: the :func:`second_moments` of X if the caller has them already.
 
     Returns:
         :class:`EMResult`; ``converged`` is False if ``max_iter`` ran out first.
@@ -566,25 +597,17 @@ def fit_em(X: torch.Tensor, W0: torch.Tensor, noise_variance0: float, *, observe
         raise AekitError(f"max_iter={max_iter} is out of range; it must be an integer >= 1")
     if acceleration not in _ACCELERATIONS:
         raise unknown_choice("acceleration", acceleration, _ACCELERATIONS)
-    if route not in ("auto", "covariance", "data"):
-        raise unknown_choice("route", route, ("auto", "covariance", "data"))
     expand, extrapolate = _ACCELERATIONS[acceleration]
     N, D = X.shape
     q = W0.shape[1]
     if observed is None:
-        mean = column_mean(X)  # (D,) float64, the ML μ for complete data, fixed throughout
-        if route == "covariance" or (route == "auto" and _covariance_is_cheaper(N, D, q)):
-            S = centred_scatter(X, mean) / N  # (D, D) float64: the one pass over the data
-            S_times, trace_S = (lambda W: S @ W), float(S.diagonal().sum())
-            W0 = W0.to(torch.float64)
-        else:
-            mean = mean.to(X.dtype)
-            Xc = X - mean  # (N, D): the one centred copy every evaluation reuses
-            S_times = lambda W: Xc.T @ (Xc @ W) / N  # noqa: E731  (D, q), two O(NDq) products
-            trace_S = float(torch.linalg.vector_norm(Xc, dtype=torch.float64).square()) / N
+        moments = second_moments(X, q, route) if moments is None else moments
+        mean = moments.mean
+        W0 = W0.to(moments.dtype)
 
         def evaluate(theta):
-            return em_step_covariance(S_times, trace_S, N, *theta, noise_floor=noise_floor, expand=expand)
+            return em_step_covariance(moments.S_times, moments.trace, N, *theta, noise_floor=noise_floor,
+                                      expand=expand)
 
         theta, history, n_iter, converged = _em_loop(evaluate, (W0, float(noise_variance0)), max_iter=max_iter,
                                                      tol=tol, extrapolate=extrapolate, noise_floor=noise_floor)
@@ -799,10 +822,13 @@ class PPCA(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator):
         observed = None if complete else ~torch.isnan(X)
 
         # σ²_0 = mean per-feature variance (over observed entries) and W_0 with the same scale per
-        # column, so the initial model is within a factor of 2 of the data's variance. Complete data
-        # take the one-pass route: the masked one allocates several (N, D) temporaries.
+        # column, so the initial model is within a factor of 2 of the data's variance. For complete
+        # data it is tr S / D from the statistics EM iterates on (no extra pass over X); the masked
+        # route allocates several (N, D) temporaries.
+        moments = None
         if complete:
-            avg_variance = float(X.var(dim=0, unbiased=False).mean())
+            moments = second_moments(X, q)  # the one pass over X (S, or a centred copy)
+            avg_variance = moments.trace / D
         else:
             n_obs_per_feature = observed.sum(dim=0)
             if not bool((n_obs_per_feature > 0).all()):
@@ -817,7 +843,7 @@ class PPCA(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator):
                              dtype=X.dtype, device=X.device)
 
         result = fit_em(X, W0, avg_variance, observed=observed, max_iter=self.max_iter, tol=self.tol,
-                        noise_floor=noise_floor, acceleration=self.acceleration)
+                        noise_floor=noise_floor, acceleration=self.acceleration, moments=moments)
         if not result.converged:
             gap = aitken_gap(result.loglik_history) / abs(result.loglik_history[-1])
             warnings.warn(f"PPCA EM stopped at max_iter={self.max_iter} before converging (estimated remaining "
