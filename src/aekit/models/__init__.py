@@ -72,8 +72,9 @@ SPECS: dict[str, ModelSpec] = {spec.kind: spec for spec in (
               combine(body_settings, likelihood_settings, {"prior", "iw_samples"})),
     ModelSpec("linear-ae", "linear autoencoder, squared error, gradient-trained (learns the PCA subspace)",
               build_linear_ae, combine(), defaults=_LINEAR_GAUSSIAN,
-              # From an orthonormal, centred start: digits d = 8 reaches angle ~0.02 rad and the PCA
-              # residual to 1e-4 in ~1600 Adam steps (models/linear.py, benchmarks/linear_ae.py)
+              # From an orthonormal, centred start (initialize_linear_ae), digits d = 8 reaches angle
+              # 0.013-0.039 rad and the PCA residual to 7e-5 in 1640 Adam steps (benchmarks/linear_ae.py);
+              # MNIST needs its own: --batch-size 128 --lr 1e-2 --epochs 5 (NOTES-ppca.md)
               train_defaults={"lr": 5e-2, "batch_size": 32, "lr_schedule": "cosine", "epochs": 40},
               initialize=initialize_linear_ae),
     ModelSpec("pca", "the linear autoencoder solved in closed form (top-d eigenvectors)", build_linear_ae, combine(),
