@@ -71,7 +71,8 @@ def main() -> None:
     if args.also_former:
         variants.append(("former", dict(FORMER)))
     print(f"linear-ae defaults: {dict(get_spec('linear-ae').train_defaults)}; load average {os.getloadavg()}")
-    print("| data | d | settings | seed | angle (rad) | error excess | eigengap / λ_d | λ_1 / gap | angle sampling scale | s |")
+    print("| data | d | settings | seed | angle (rad) | error excess | eigengap / λ_d | λ_1 / gap "
+          "| angle sampling scale | s |")
     print("|---|---:|---|---:|---:|---:|---:|---:|---:|---:|")
     rows = []
     for d in args.dims:
@@ -81,7 +82,8 @@ def main() -> None:
                 row = train_and_measure(args.data, d, seed, settings, args.data_dir)
                 row["settings"] = name
                 rows.append(row)
-                print(f"| {args.data} | {d} | {name} (epochs {row['epochs']}) | {seed} | {row['max_principal_angle']:.3f} "
+                print(f"| {args.data} | {d} | {name} (epochs {row['epochs']}) | {seed} "
+                      f"| {row['max_principal_angle']:.3f} "
                       f"| {row['error_gap_relative']:.1e} | {row['eigengap_relative']:.3f} | {row['conditioning']:.0f} "
                       f"| {row['angle_sampling_error']:.3f} | {row['seconds']:.1f} |", flush=True)
     if args.out is not None:

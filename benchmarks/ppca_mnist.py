@@ -4,9 +4,10 @@ Fits every model on the 60000 training images (784 pixels in [0, 1]) with q late
 reports, from one run on one machine, with the fits interleaved round by round: fit time (min and
 median over rounds), the average test log-likelihood (nats per image, log p(x) under the fitted
 Gaussian, 10000 test images), and how far EM ends from the closed-form maximum (relative gaps of
-the training and test log-likelihoods, and of the covariance W Wᵀ + σ² I). It also reports how closely aekit's closed form
-with ``covariance="unbiased"`` reproduces ``sklearn.decomposition.PCA.score_samples`` (same model: the
-PPCA covariance built from the 1/(N − 1) sample covariance).
+the training and test log-likelihoods, and of the covariance W Wᵀ + σ² I). It also reports how
+closely aekit's closed form with ``covariance="unbiased"`` reproduces
+``sklearn.decomposition.PCA.score_samples`` (same model: the PPCA covariance built from the
+1/(N − 1) sample covariance).
 
 All estimators get the same float64 copy of the data (scikit-learn keeps float32 inputs in float32,
 which would make the likelihood comparison a comparison of precisions).
@@ -92,7 +93,8 @@ def main() -> None:
     fits = {
         "ours_ml": lambda: PPCA(q).fit(x_train),
         "ours_unbiased": lambda: PPCA(q, covariance="unbiased").fit(x_train),
-        "ours_em": lambda: PPCA(q, method="em", max_iter=args.em_max_iter, tol=args.em_tol, random_state=0).fit(x_train),
+        "ours_em": lambda: PPCA(q, method="em", max_iter=args.em_max_iter, tol=args.em_tol,
+                                random_state=0).fit(x_train),
         "sklearn_pca": lambda: PCA(n_components=q).fit(x_train),
         "sklearn_fa": lambda: FactorAnalysis(n_components=q, max_iter=args.fa_max_iter, random_state=0).fit(x_train),
     }

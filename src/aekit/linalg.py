@@ -270,7 +270,8 @@ def subspace_convergence(basis, X, squared_error: float | None = None) -> dict[s
         raise AekitError(f"basis has {B.shape[0]} rows but X has {D} features; pass a (n_features, d) basis")
     d = B.shape[1]
     if not 1 <= d < min(N, D):
-        raise AekitError(f"basis has d={d} columns; subspace figures need 1 <= d < min(n_samples, n_features) = {min(N, D)}")
+        raise AekitError(f"basis has d={d} columns; subspace figures need "
+                         f"1 <= d < min(n_samples, n_features) = {min(N, D)}")
     mean = column_mean(X)  # (D,)
     top, eigenvalues = pca_subspace(X, d, mean=mean)  # (D, d), (D,) descending
     Q = _orthonormal_basis(B.to(mean.device), "basis")  # (D, d)
