@@ -20,7 +20,7 @@ from torch.distributions import LowRankMultivariateNormal, MultivariateNormal
 
 from aekit.errors import AekitError
 from aekit.linalg import max_principal_angle, pca_subspace, principal_angles
-from aekit.models.ppca import PPCA, fit_em
+from aekit.models.ppca import PPCA, _covariance_is_cheaper, aitken_gap, em_step_covariance, fit_em
 
 
 def low_rank_data(n=400, d=12, q=3, noise=2.0, seed=0):
@@ -116,35 +116,126 @@ def test_noise_floor_keeps_the_likelihood_finite_on_exactly_low_rank_data():
 # ------------------------------------------------------------------------- EM
 
 
-def test_em_reaches_the_closed_form_maximum(X):
-    closed = PPCA(3).fit(X)
-    em = PPCA(3, method="em", tol=1e-14, max_iter=2000, random_state=0).fit(X)
-    assert em.converged_ and em.n_iter_ < 2000
-    # Tolerance: EM stops when L changes by < 1e-14 relative per iteration; along its slow mode
-    # (the scale of W within the subspace) that leaves a parameter error ~1e-6 relative. Measured
-    # 2.6e-6 of max|C| (~134); a wrong E- or M-step misses by orders of magnitude more.
+def small_eigengap_data(n=3000, d=30, seed=0):
+    """Five latent directions with variances 9, 7, 5, 4, 3.8 plus unit noise: with q = 4 the sample
+    eigenvalues λ_5 / λ_4 ≈ 0.96, so EM's subspace (a power iteration) converges slowly."""
+    rng = np.random.default_rng(seed)
+    basis, _ = np.linalg.qr(rng.normal(size=(d, 5)))
+    z = rng.normal(size=(n, 5)) * np.sqrt([9.0, 7.0, 5.0, 4.0, 3.8])
+    return z @ basis.T + rng.normal(size=(n, d)) + 3.0 * rng.normal(size=d)
+
+
+def em_datasets(name):
+    if name == "digits":
+        return load_digits().data
+    if name == "small-eigengap":
+        return small_eigengap_data()
+    return low_rank_data(n=1600)
+
+
+@pytest.mark.parametrize("name, q", [("digits", 8), ("digits", 20), ("small-eigengap", 4), ("low-rank", 3)])
+def test_em_reaches_the_closed_form_maximum(name, q):
+    """EM at its defaults (PX-EM + SQUAREM, Aitken stopping at tol = 1e-12) against T&B eq. 7-8.
+
+    Measured: training gap ≤ 2e-14 relative, test log-likelihood ≤ 1e-8, covariance ≤ 1e-7 of max|C|,
+    in 29-55 evaluations. EM stopped on a small relative change (the former rule, tol = 1e-6 of
+    the change) leaves the test log-likelihood ~1e-5 away on MNIST; a wrong E- or M-step, far more.
+    """
+    X = em_datasets(name)
+    train, test = X[:1200], X[1200:]
+    closed = PPCA(q).fit(train)
+    em = PPCA(q, method="em", random_state=0).fit(train)
+    assert em.converged_ and em.n_iter_ < 200
+    train_gap = (closed.score(train) - em.score(train)) / abs(closed.score(train))
+    assert -1e-12 <= train_gap <= 1e-10  # the closed form is the global maximum
+    assert em.score(test) == pytest.approx(closed.score(test), rel=1e-6)
     C_em, C_closed = em.get_covariance().numpy(), closed.get_covariance().numpy()
     np.testing.assert_allclose(C_em, C_closed, rtol=0, atol=1e-5 * np.abs(C_closed).max())
-    assert em.noise_variance_ == pytest.approx(closed.noise_variance_, rel=1e-7)
+    assert em.noise_variance_ == pytest.approx(closed.noise_variance_, rel=1e-6)
     # Canonical form removes EM's rotation: the same columns, signs included.
-    np.testing.assert_allclose(em.W_.numpy(), closed.W_.numpy(), rtol=0, atol=1e-4 * closed.W_.abs().max().item())
-    assert max_principal_angle(em.W_, closed.W_) < 1e-6
+    np.testing.assert_allclose(em.W_.numpy(), closed.W_.numpy(), rtol=0, atol=1e-3 * closed.W_.abs().max().item())
+    # The recorded likelihood is the model's: the trace formula on S equals the per-sample Woodbury one.
+    assert em.loglik_history_[-1] == pytest.approx(em.score(train) * len(train), rel=1e-10)
 
 
-def test_em_log_likelihood_never_decreases(digits):
-    # Digits has close eigenvalues around q, so EM climbs slowly through many iterations.
+@pytest.mark.parametrize("name, q", [("digits", 20), ("small-eigengap", 4)])
+def test_acceleration_cuts_evaluations(name, q):
+    """PX-EM + SQUAREM needs several times fewer passes than plain EM to the same tolerance (measured
+    55 against 307 on digits q = 20, 40 against 225 on the small-eigengap set)."""
+    X = em_datasets(name)[:1200]
+    plain = PPCA(q, method="em", acceleration="none", random_state=0, max_iter=5000).fit(X)
+    fast = PPCA(q, method="em", random_state=0).fit(X)
+    assert plain.converged_ and fast.converged_
+    assert fast.n_iter_ * 3 < plain.n_iter_
+    assert fast.score(X) >= plain.score(X) - 1e-10 * abs(plain.score(X))
+
+
+@pytest.mark.parametrize("acceleration", ["none", "px", "squarem"])
+def test_em_log_likelihood_never_decreases(digits, acceleration):
+    # Digits has close eigenvalues around q, so EM climbs through many iterations.
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
-        em = PPCA(8, method="em", max_iter=60, tol=0.0, random_state=1).fit(digits)
+        em = PPCA(8, method="em", max_iter=60, tol=0.0, acceleration=acceleration, random_state=1).fit(digits)
     history = np.array(em.loglik_history_)
-    assert len(history) == em.n_iter_ == 60
+    assert 20 <= len(history) <= em.n_iter_ <= 60
+    if acceleration == "none":
+        assert len(history) == em.n_iter_  # one recorded likelihood per evaluation without extrapolation
     steps = np.diff(history)
-    assert steps.min() >= -1e-10 * abs(history[-1])  # monotone up to float64 rounding
+    assert steps.min() >= -1e-12 * abs(history[-1])  # monotone up to float64 rounding
     assert history[-1] - history[0] > 1.0  # and it did climb
-    # The E-step's Woodbury log-likelihood equals torch's LowRankMultivariateNormal on the final model.
+    # The E-step's log-likelihood equals torch's LowRankMultivariateNormal on the final model.
     assert history[-1] == pytest.approx(em.score(digits) * len(digits), rel=1e-10)
     # Still below (or at) the global maximum given by the closed form.
-    assert history[-1] <= PPCA(8).fit(digits).score(digits) * len(digits) + 1e-6
+    assert history[-1] <= PPCA(8).fit(digits).score(digits) * len(digits) * (1 - 1e-13)
+
+
+def test_em_step_on_the_covariance_equals_the_per_sample_em_step(X):
+    """T&B's update on S equals PRML eq. 12.54-12.57 written out over samples; the PX step only
+    reparametrises the expanded model z ~ N(0, G): W_px W_pxᵀ = W̃ G W̃ᵀ."""
+    Xt = torch.as_tensor(X)
+    N, D = Xt.shape
+    q, s2 = 3, 1.7
+    W = torch.as_tensor(np.random.default_rng(4).normal(size=(D, q)))
+    Xc = Xt - Xt.mean(0)
+    S = Xc.T @ Xc / N
+    M = W.T @ W + s2 * torch.eye(q, dtype=torch.float64)
+    Ez = torch.linalg.solve(M, W.T @ Xc.T).T  # (N, q), PRML 12.54
+    Ezz = N * s2 * torch.linalg.inv(M) + Ez.T @ Ez  # Σ_n E[z zᵀ], PRML 12.55
+    W_new = (Xc.T @ Ez) @ torch.linalg.inv(Ezz)  # PRML 12.56
+    s2_new = float((Xc.square().sum() - 2 * (Ez @ W_new.T * Xc).sum() + (Ezz * (W_new.T @ W_new)).sum()) / (N * D))
+
+    loglik, (W_em, s2_em) = em_step_covariance(lambda A: S @ A, float(S.trace()), N, W, s2, expand=False)
+    assert loglik == pytest.approx(total_loglik(X, Xt.mean(0), W, s2).item(), rel=1e-12)
+    np.testing.assert_allclose(W_em.numpy(), W_new.numpy(), rtol=1e-10)
+    assert s2_em == pytest.approx(s2_new, rel=1e-10)
+
+    _, (W_px, s2_px) = em_step_covariance(lambda A: S @ A, float(S.trace()), N, W, s2, expand=True)
+    G = Ezz / N
+    np.testing.assert_allclose((W_px @ W_px.T).numpy(), (W_new @ G @ W_new.T).numpy(), rtol=1e-9, atol=1e-12)
+    assert s2_px == s2_em
+
+
+def test_covariance_and_data_routes_take_the_same_steps(X):
+    Xt = torch.as_tensor(X)
+    W0 = torch.as_tensor(np.random.default_rng(0).normal(size=(X.shape[1], 3)))
+    with_S = fit_em(Xt, W0, 1.0, max_iter=25, tol=0.0, route="covariance")
+    with_data = fit_em(Xt, W0, 1.0, max_iter=25, tol=0.0, route="data")
+    np.testing.assert_allclose(with_data.loglik_history, with_S.loglik_history, rtol=1e-12)
+    np.testing.assert_allclose(with_data.W.numpy(), with_S.W.numpy(), rtol=1e-8, atol=1e-10)
+    # The cost model forms S for MNIST-like shapes, never when N < D.
+    assert _covariance_is_cheaper(60000, 784, 30) and _covariance_is_cheaper(1797, 64, 8)
+    assert not _covariance_is_cheaper(30, 50, 3)
+
+
+def test_aitken_gap_is_exact_on_a_geometric_sequence():
+    limit, rho = -1000.0, 0.9
+    history = [limit - 50.0 * rho ** t for t in range(12)]
+    k = 5
+    assert aitken_gap(history, window=k) == pytest.approx(limit - history[-1 - k], rel=1e-9)
+    assert aitken_gap(history[:10], window=k) == math.inf  # fewer than 2k + 1 values
+    assert aitken_gap([1.0, 3.0, 2.0]) == 0.0  # a decrease is rounding: nothing left to gain
+    growing = [-100.0 + t ** 2 for t in range(12)]
+    assert aitken_gap(growing, window=k) == math.inf  # increments not shrinking yet
 
 
 def test_em_warns_when_max_iter_runs_out(X):
@@ -264,16 +355,38 @@ def test_em_with_missing_entries_beats_mean_imputation():
     assert history[-1] == pytest.approx(model.score(Xm) * len(Xm), rel=1e-10)
 
 
-def test_missing_data_em_equals_plain_em_when_nothing_is_missing(X):
+@pytest.mark.parametrize("acceleration", ["none", "px", "squarem"])
+def test_missing_data_em_equals_plain_em_when_nothing_is_missing(X, acceleration):
+    """The per-row missing-data updates (μ re-estimated, PX with a latent mean) take the same steps as
+    the update on S when every entry is observed."""
     Xt = torch.as_tensor(X)
     rng = np.random.default_rng(0)
     W0 = torch.as_tensor(rng.normal(size=(X.shape[1], 3)))
-    plain = fit_em(Xt, W0, 1.0, max_iter=50, tol=0.0)
-    masked = fit_em(Xt, W0, 1.0, observed=torch.ones_like(Xt, dtype=torch.bool), max_iter=50, tol=0.0)
-    np.testing.assert_allclose(masked.W.numpy(), plain.W.numpy(), rtol=1e-8, atol=1e-10)
+    plain = fit_em(Xt, W0, 1.0, max_iter=40, tol=0.0, acceleration=acceleration)
+    masked = fit_em(Xt, W0, 1.0, observed=torch.ones_like(Xt, dtype=torch.bool), max_iter=40, tol=0.0,
+                    acceleration=acceleration)
+    np.testing.assert_allclose(masked.W.numpy(), plain.W.numpy(), rtol=1e-7, atol=1e-9)
     np.testing.assert_allclose(masked.mean.numpy(), plain.mean.numpy(), rtol=1e-10, atol=1e-12)
-    assert masked.noise_variance == pytest.approx(plain.noise_variance, rel=1e-10)
+    assert masked.noise_variance == pytest.approx(plain.noise_variance, rel=1e-9)
     np.testing.assert_allclose(masked.loglik_history, plain.loglik_history, rtol=1e-10)
+
+
+def test_accelerated_missing_data_em_is_monotone_and_reaches_plain_em():
+    """With 20% of digits' pixels missing, PX-EM + SQUAREM reaches the maximum plain EM reaches
+    (measured 4e-13 relative apart) in far fewer passes (measured 40 against 141), never decreasing."""
+    X = load_digits().data[:600]
+    rng = np.random.default_rng(0)
+    Xm = np.where(rng.random(X.shape) < 0.2, np.nan, X)
+    Xm[:, X.std(axis=0) == 0] = 0.0  # a pixel that is always 0 must be observed somewhere
+    plain = PPCA(6, method="em", acceleration="none", random_state=0, max_iter=3000).fit(Xm)
+    fast = PPCA(6, method="em", random_state=0).fit(Xm)
+    assert plain.converged_ and fast.converged_ and fast.n_iter_ * 2 < plain.n_iter_
+    for model in (plain, fast):
+        history = np.array(model.loglik_history_)
+        assert np.diff(history).min() >= -1e-12 * abs(history[-1])
+    assert fast.score(Xm) == pytest.approx(plain.score(Xm), rel=1e-9)
+    np.testing.assert_allclose(fast.get_covariance().numpy(), plain.get_covariance().numpy(),
+                               atol=1e-4 * plain.get_covariance().abs().max().item())
 
 
 def test_em_rejects_a_feature_with_no_observed_value(X):
@@ -338,6 +451,7 @@ def test_sample_draws_from_the_marginal(X):
         (dict(n_components=3, method="em", covariance="unbiased"), None, "covariance='unbiased'"),
         (dict(n_components=3, method="em", max_iter=0), None, "max_iter=0"),
         (dict(n_components=3, method="em", tol=-1.0), None, "tol=-1.0"),
+        (dict(n_components=3, method="em", acceleration="aitken"), None, "unknown acceleration 'aitken'"),
         (dict(n_components=3, dtype=torch.float16), None, "dtype="),
         (dict(n_components=3), "nan", "method='em'"),
         (dict(n_components=3, method="em"), "inf", "infinite"),

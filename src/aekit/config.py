@@ -69,7 +69,7 @@ class ModelConfig:
     iw_samples: int = 5                     # k of the importance-weighted training bound (iwae)
     method: str = "closed-form"             # how ppca is fitted: closed-form | em
     max_iter: int = 500                     # iteration cap of iterative fits (EM)
-    tol: float = 1e-6                       # relative log-likelihood change that ends EM
+    tol: float = 1e-6                       # EM stops when the estimated relative gap to the maximum (Aitken) is below this; ppca uses 1e-12
     cd_steps: int = 1                       # k of CD-k: Gibbs steps in the negative phase (rbm)
     persistent: bool = False                # persistent CD (Tieleman 2008): chains carried across updates (rbm)
     pretrain: str = "none"                  # deep-ae initialization: none | rbm (greedy layer-wise CD-1)

@@ -28,8 +28,10 @@ mean for the data at hand — a figure is reported only under a name that says w
   example, x̃ the model's corruption of x drawn with a fixed seed.
 * Linear models (a linear decoder subspace), against the training split: ``max_principal_angle``
   (radians) between the decoder's column space and the top-d eigenvectors of the data covariance,
-  and ``train_squared_error`` beside ``pca_residual`` = Σ_{j>d} λ_j, the least squared error per
-  example any rank-d linear reconstruction can reach (Baldi & Hornik 1989; 1/N covariance).
+  ``train_squared_error`` beside ``pca_residual`` = Σ_{j>d} λ_j, the least squared error per example
+  any rank-d linear reconstruction can reach (Baldi & Hornik 1989; 1/N covariance), with their gap,
+  and the eigengap λ_d − λ_{d+1} that makes the angle well or ill determined (its sampling scale
+  ``angle_sampling_error``): see :func:`aekit.linalg.subspace_convergence`.
 """
 
 from __future__ import annotations
@@ -185,15 +187,12 @@ def _duration(seconds: float) -> str:
 
 @torch.no_grad()
 def subspace_figures(model, x_train: torch.Tensor, batch_size: int = 1000) -> dict:
-    from .linalg import max_principal_angle, pca_subspace
+    """Convergence of a linear decoder to the PCA subspace: angle, error gap, eigengap (linalg.subspace_convergence)."""
+    from .linalg import subspace_convergence
 
-    basis = model.decoder_basis()  # (D, d)
-    d = basis.shape[1]
-    top, eigenvalues = pca_subspace(x_train, d)
     sq = sum(float(((x_train[s:s + batch_size] - model.reconstruct(x_train[s:s + batch_size])) ** 2).sum())
              for s in range(0, len(x_train), batch_size))
-    return {"max_principal_angle": float(max_principal_angle(basis.double().cpu(), top.cpu())),
-            "train_squared_error": sq / len(x_train), "pca_residual": float(eigenvalues[d:].sum())}
+    return subspace_convergence(model.decoder_basis().double().cpu(), x_train.cpu(), squared_error=sq / len(x_train))
 
 
 def format_table(results: dict, title: str) -> str:

@@ -5,6 +5,8 @@
   subspaces, never signs or rotations).
 * :func:`pca_subspace` is the reference principal subspace: the top eigenvectors of the sample
   covariance and its whole spectrum.
+* :func:`subspace_convergence` says how far a linear model's subspace is from it, and how well the
+  data determine it (the figures ``aekit evaluate`` reports for linear models).
 
 Everything is computed in float64 torch tensors on the device of the input (numpy arrays go to the
 CPU); results are returned as float64 tensors.
@@ -129,7 +131,7 @@ def _blocked_centred_scatter(X: torch.Tensor, mean: torch.Tensor) -> torch.Tenso
     return scatter
 
 
-def _centred_scatter(X: torch.Tensor, mean: torch.Tensor) -> torch.Tensor:
+def centred_scatter(X: torch.Tensor, mean: torch.Tensor) -> torch.Tensor:
     """Σ_n (x_n − μ)(x_n − μ)ᵀ, the (D, D) scatter matrix, in float64, without a centred copy of X.
 
     Cost O(N D²) time, O(D²) extra memory. Float64 data take scikit-learn's route, XᵀX − N μμᵀ: one
@@ -214,7 +216,7 @@ def pca_subspace(X, d: int, ddof: int = 0, mean=None) -> tuple[torch.Tensor, tor
     mean = column_mean(X) if mean is None else torch.as_tensor(mean, dtype=torch.float64, device=X.device)  # (D,)
 
     if N >= D:
-        eigenvalues, eigenvectors = _eigh(_centred_scatter(X, mean))  # ascending
+        eigenvalues, eigenvectors = _eigh(centred_scatter(X, mean))  # ascending
         eigenvalues = eigenvalues.flip(0) / (N - ddof)  # (D,) descending
         basis = eigenvectors.flip(1)[:, :d]  # (D, d)
     else:
@@ -226,4 +228,78 @@ def pca_subspace(X, d: int, ddof: int = 0, mean=None) -> tuple[torch.Tensor, tor
     return canonical_signs(basis), eigenvalues.clamp_min(0.0)
 
 
-__all__ = ["principal_angles", "max_principal_angle", "pca_subspace", "canonical_signs", "column_mean"]
+def subspace_convergence(basis, X, squared_error: float | None = None) -> dict[str, float]:
+    """How close span(basis) is to the top-d principal subspace of X, and how well X determines it.
+
+    With λ_1 ≥ … ≥ λ_D the eigenvalues of the ML (1/N) sample covariance S of X, d = basis columns,
+    Q an orthonormal basis of span(basis):
+
+    * ``max_principal_angle``: the largest principal angle (radians) to span(u_1..u_d).
+    * ``pca_residual`` = Σ_{j>d} λ_j: the least mean squared error per example of any rank-d linear
+      reconstruction (Baldi & Hornik 1989).
+    * ``projection_squared_error`` = tr S − tr(Qᵀ S Q): the error of the orthogonal projection onto
+      span(basis) through the mean, the best any decoder with this column space can do. Its excess
+      over the residual is Σ_{i≤d<j} (λ_i − λ_j) · (mixing of u_i with u_j): a rotation by θ of u_d
+      towards u_{d+1} costs (λ_d − λ_{d+1}) sin²θ, so the error can be within 0.1% while the angle
+      is large when the eigengap is small.
+    * ``train_squared_error`` (if ``squared_error`` is given: the model's own mean error on X),
+      ``error_gap`` = it − residual, and ``error_gap_relative`` = gap / residual; without it, the
+      gaps are those of ``projection_squared_error``.
+    * ``eigengap`` = λ_d − λ_{d+1} and ``eigengap_relative`` = (λ_d − λ_{d+1}) / λ_d: what makes the
+      angle well or ill determined. Gradient descent on a linear autoencoder turns u_{d+1} out of
+      the subspace at a rate ∝ λ_d − λ_{d+1} while its step size is bounded by ~1/λ_1, so the steps
+      needed grow like λ_1 / (λ_d − λ_{d+1}) (reported as ``conditioning``).
+    * ``angle_sampling_error`` = √(λ_d λ_{d+1} / N) / (λ_d − λ_{d+1}) radians: the asymptotic standard
+      deviation of the mixing of u_d with u_{d+1} between independent samples of N Gaussian points
+      (Anderson 1963, "Asymptotic theory for principal component analysis", Ann. Math. Statist. 34).
+      Angles to the training-set subspace below it are an optimisation figure only: the data do
+      not pin the population subspace that finely.
+
+    Args:
+        basis: (D, d) array or tensor, full column rank, 1 ≤ d < min(N, D).
+        X: (N, D) data (the training set the model was fitted to).
+        squared_error: optional mean over X of the model's ‖x − x̂‖².
+
+    Returns:
+        dict of floats with the keys above (also ``lambda_d`` and ``lambda_d_plus_1``).
+    """
+    B = _as_matrix(basis, "basis")
+    X = X.detach() if isinstance(X, torch.Tensor) else torch.as_tensor(np.ascontiguousarray(X))
+    N, D = X.shape
+    if B.shape[0] != D:
+        raise AekitError(f"basis has {B.shape[0]} rows but X has {D} features; pass a (n_features, d) basis")
+    d = B.shape[1]
+    if not 1 <= d < min(N, D):
+        raise AekitError(f"basis has d={d} columns; subspace figures need "
+                         f"1 <= d < min(n_samples, n_features) = {min(N, D)}")
+    mean = column_mean(X)  # (D,)
+    top, eigenvalues = pca_subspace(X, d, mean=mean)  # (D, d), (D,) descending
+    Q = _orthonormal_basis(B.to(mean.device), "basis")  # (D, d)
+    # tr(Qᵀ S Q) = (1/N) Σ_n ‖Qᵀ(x_n − x̄)‖², in blocks (no centred float64 copy of X)
+    captured = sum(float(((X[s:s + _SCATTER_BLOCK_ROWS].to(torch.float64) - mean) @ Q).square().sum())
+                   for s in range(0, N, _SCATTER_BLOCK_ROWS)) / N
+    residual = float(eigenvalues[d:].sum())
+    projection_error = float(eigenvalues.sum()) - captured
+    error = projection_error if squared_error is None else float(squared_error)
+    lam_d, lam_next, lam_1 = float(eigenvalues[d - 1]), float(eigenvalues[d]), float(eigenvalues[0])
+    gap = lam_d - lam_next
+    result = {
+        "max_principal_angle": max_principal_angle(Q, top),
+        "pca_residual": residual,
+        "projection_squared_error": projection_error,
+        "error_gap": error - residual,
+        "error_gap_relative": (error - residual) / residual if residual > 0 else float("nan"),
+        "eigengap": gap,
+        "eigengap_relative": gap / lam_d if lam_d > 0 else float("nan"),
+        "conditioning": lam_1 / gap if gap > 0 else float("inf"),
+        "angle_sampling_error": (lam_d * lam_next / N) ** 0.5 / gap if gap > 0 else float("inf"),
+        "lambda_d": lam_d,
+        "lambda_d_plus_1": lam_next,
+    }
+    if squared_error is not None:
+        result["train_squared_error"] = error
+    return result
+
+
+__all__ = ["principal_angles", "max_principal_angle", "pca_subspace", "canonical_signs", "column_mean",
+           "centred_scatter", "subspace_convergence"]
