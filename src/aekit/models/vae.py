@@ -132,21 +132,26 @@ class VAE(Autoencoder):
     ``objective="elbo"``: per-example loss −(1/L) Σ_l log p(x|z_l) + β_t·KL(q(z|x) ‖ p(z)), the KL in
     closed form (Monte Carlo where none exists), with free bits λ when λ > 0.
     ``objective="iwae"``: per-example loss −L_k(x) (see ``log_weights``).
+    ``corruption`` (as for :class:`Autoencoder`): in training the encoder sees x̃ ~ q(x̃|x) and the
+    likelihood scores the clean x, −E_q(z|x̃)[log p(x|z)] + β_t·KL(q(z|x̃) ‖ p(z)); evaluation is clean.
     """
 
-    capabilities = frozenset({SAMPLE, LOG_LIKELIHOOD, ELBO, POSTERIOR})
     selection_metric = "neg_elbo"
 
     def __init__(self, encoder: Encoder, decoder: Decoder, prior: nn.Module, *, objective: str = "elbo",
                  kl_schedule: KLSchedule = KLSchedule(), free_bits: float = 0.0, mc_samples: int = 1,
-                 iw_samples: int = 5, num_classes: int | None = None):
-        super().__init__(encoder, decoder, num_classes)
+                 iw_samples: int = 5, num_classes: int | None = None, corruption: Corruption | None = None):
+        super().__init__(encoder, decoder, num_classes, corruption=corruption)
         self.prior_module = prior
         self.objective = objective
         self.kl_schedule = kl_schedule
         self.free_bits = free_bits
         self.mc_samples = mc_samples
         self.iw_samples = iw_samples
+
+    @property
+    def capabilities(self) -> frozenset[str]:
+        return frozenset({SAMPLE, LOG_LIKELIHOOD, ELBO, POSTERIOR}) | super().capabilities
 
     def prior(self) -> Distribution:
         return self.prior_module()
@@ -160,9 +165,12 @@ class VAE(Autoencoder):
     def reconstruct(self, x, y=None) -> torch.Tensor:
         return self.decode(self.encode(x, y).mean, y).mean
 
-    def elbo_terms(self, x, y=None, num_samples: int = 1):
-        """Reconstruction −E_q[log p(x|z)] (B,), KL (B,), and q(z|x); the ELBO is −(rec + KL)."""
-        qz = self.encode(x, y)
+    def elbo_terms(self, x, y=None, num_samples: int = 1, x_in=None):
+        """Reconstruction −E_q[log p(x|z)] (B,), KL (B,), and q(z|x); the ELBO is −(rec + KL).
+
+        ``x_in``: what the encoder sees when it is not x (a corrupted x̃); the likelihood scores x.
+        """
+        qz = self.encode(x if x_in is None else x_in, y)
         z = qz.rsample((num_samples,))  # (L, B, J)
         rec = -self.decode(z, y).log_prob(x).mean(0)  # (B,)
         return rec, kl_term(qz, self.prior(), z), qz
@@ -178,7 +186,8 @@ class VAE(Autoencoder):
             log_w = self.log_weights(x, y, self.iw_samples)  # (k, B)
             bound = log_mean_exp(log_w, 0)
             return LossOutput(-bound, {"iw_bound": bound, "elbo": log_w.mean(0)})
-        rec, kl, qz = self.elbo_terms(x, y, self.mc_samples)
+        corrupt = self.training and self.corruption is not None
+        rec, kl, qz = self.elbo_terms(x, y, self.mc_samples, self.corruption.corrupt(x) if corrupt else None)
         kl_penalty = free_bits(kl_per_dimension(qz, self.prior()), self.free_bits) if self.free_bits > 0 else kl
         beta = self.kl_schedule(step)
         return LossOutput(rec + beta * kl_penalty, {"reconstruction": rec, "kl": kl})
@@ -230,7 +239,7 @@ def build_ae(cfg: ModelConfig, shape: DataShape) -> Autoencoder:
                                 sparsity_target=cfg.sparsity_target, contractive_weight=cfg.contractive_weight,
                                 sigmoid_layer=sigmoid_layer)
     return Autoencoder(encoder, build_decoder(cfg, shape), code_activation=CODE_ACTIVATIONS[cfg.code_activation](),
-                       corruption=build_corruption(cfg.corruption, cfg.corruption_level), penalties=penalties)
+                       corruption=build_corruption(cfg.corruption, cfg.corruption_level, shape), penalties=penalties)
 
 
 def build_vae(cfg: ModelConfig, shape: DataShape, *, objective="elbo", conditional=False) -> VAE:
@@ -243,4 +252,5 @@ def build_vae(cfg: ModelConfig, shape: DataShape, *, objective="elbo", condition
         build_encoder(cfg, shape, "gaussian", cond_dim), build_decoder(cfg, shape, cond_dim),
         PRIORS[cfg.prior](cfg.latent_dim), objective=objective, kl_schedule=schedule,
         free_bits=cfg.free_bits, mc_samples=cfg.mc_samples, iw_samples=cfg.iw_samples, num_classes=num_classes,
+        corruption=build_corruption(cfg.corruption, cfg.corruption_level, shape),
     )
