@@ -376,6 +376,30 @@ def _add_application_parsers(sub) -> None:
     d.add_argument("-o", "--output", default="decompressed.png")
     d.add_argument("--symbols", default=None, metavar="FILE.npy", help="also write the decoded integer codes (N, J)")
 
+    t = sub.add_parser("traverse", help="latent traversals: each code dimension swept, the others held fixed",
+                       description="One row per latent dimension (most informative first: by KL for a VAE): the "
+                                   "decoder mean as that dimension of a test image's code is swept, the rest held "
+                                   "at the code. VAE: over [-span, span] (the prior's scale); autoencoder: over "
+                                   "mean ± span·std of the split's codes.")
+    t.add_argument("run")
+    t.add_argument("-o", "--output", default="traversals.png")
+    t.add_argument("--index", type=int, default=0, help="which image of the split gives the code")
+    t.add_argument("--split", default="test")
+    t.add_argument("--span", type=float, default=3.0)
+    t.add_argument("--steps", type=int, default=10)
+    _add_data_args(t, with_name=False)
+
+    g = sub.add_parser("disentangle", help="β-VAE metric, FactorVAE metric and MIG of a run trained on dsprites",
+                       description="The three disentanglement metrics of RUN's posterior means on fresh dsprites "
+                                   "combinations, with disentanglement_lib's settings (batch 64; 10,000 points to "
+                                   "train and 5,000 to evaluate the classifiers; 10,000 for MIG, 20 bins) times "
+                                   "--scale.")
+    g.add_argument("run")
+    g.add_argument("--scale", type=float, default=1.0, help="fraction of disentanglement_lib's numbers of points")
+    g.add_argument("--seed", type=int, default=0)
+    g.add_argument("--json", action="store_true", help="print one JSON object")
+    _add_data_args(g, with_name=False)
+
 
 def _application_inputs(model, data: str | None, split: str, data_dir: str | None, n: int | None):
     """The rows a command applies RUN to: (x, y, image_shape); refuses data of another shape than RUN's."""
@@ -548,9 +572,75 @@ def _cmd_decompress(a) -> None:
     print(f"wrote {out} ({len(x_hat)} images)" + (f" and {a.symbols}" if a.symbols else ""))
 
 
+def _cmd_traverse(a) -> None:
+    import torch
+
+    with torch.no_grad():
+        _traverse(a)
+
+
+def _traverse(a) -> None:
+    import torch
+
+    from . import api
+    from .capabilities import POSTERIOR, has
+    from .plots import latent_traversal, save_traversals
+
+    model = api.load(a.run)
+    if a.steps < 2:
+        raise AekitError(f"--steps must be >= 2, got {a.steps}")
+    data = _load_split(model, a.split, a.data_dir, "cpu")
+    if data.image_shape is None:
+        raise AekitError("traversals are drawn as images; this run was trained on vectors")
+    if not 0 <= a.index < len(data):
+        raise AekitError(f"--index must be in 0..{len(data) - 1}, got {a.index}")
+    x = data.x[:1000]
+    y = None if data.y is None or not model.num_classes else data.y[:1000]
+    codes = model.embed(x, y)  # (n, J)
+    if has(model, POSTERIOR) and hasattr(model, "prior"):
+        from .objectives import kl_per_dimension
+
+        kl = kl_per_dimension(model.encode(x, y), model.prior()).mean(0)  # (J,) nats
+        order = torch.argsort(kl, descending=True).tolist()
+        values = torch.linspace(-a.span, a.span, a.steps)
+        labels = [f"z{j}  KL {float(kl[j]):.2f}" for j in order]
+    else:
+        order = list(range(codes.shape[1]))
+        mean, std = codes.mean(0), codes.std(0)
+        values = mean[:, None] + a.span * std[:, None] * torch.linspace(-1, 1, a.steps)  # (J, S)
+        labels = [f"z{j}" for j in order]
+    index = slice(a.index, a.index + 1)
+    grid = latent_traversal(model, data.x[index], values, order, None if y is None else data.y[index])
+    save_traversals(grid, data.image_shape, Path(a.output), labels)
+    print(f"wrote {a.output} ({len(order)} dimensions x {a.steps} steps)")
+
+
+def _cmd_disentangle(a) -> None:
+    from . import api
+    from .disentanglement import dsprites_space, evaluate_disentanglement
+
+    model = api.load(a.run)
+    data_dir = a.data_dir or model.config.data.data_dir
+    space = dsprites_space(model.config.data.name, data_dir)
+    result = evaluate_disentanglement(model, space, seed=a.seed, scale=a.scale, progress=sys.stderr.isatty())
+    result = {"run": str(a.run), "factors": list(space.factor_names), **result}
+    if a.json:
+        print(json.dumps(result))
+        return
+    s = result["summary"]
+    print(f"{a.run} on {model.config.data.name} (factors: {', '.join(space.factor_names)}; scale {a.scale:g} of "
+          f"disentanglement_lib's points)")
+    print(f"  beta-VAE metric    {s['beta_vae_metric']:.4f}  (train {result['beta_vae']['train_accuracy']:.4f})")
+    print(f"  FactorVAE metric   {s['factor_vae_metric']:.4f}  (train {result['factor_vae']['train_accuracy']:.4f}, "
+          f"{result['factor_vae']['num_active_dims']} active dimensions)")
+    print(f"  MIG                {s['mig']:.4f}  (per factor: "
+          + ", ".join(f"{n} {v:.3f}" for n, v in zip(space.factor_names, result['mig']['mig_per_factor'])) + ")")
+
+
 COMMANDS = {"train": _cmd_train, "evaluate": _cmd_evaluate, "sample": _cmd_sample, "reconstruct": _cmd_reconstruct,
             "interpolate": _cmd_interpolate, "encode": _cmd_encode, "plot": _cmd_plot, "list": _cmd_list}
-COMMANDS.update({"restore": _cmd_restore, "compress": _cmd_compress, "decompress": _cmd_decompress})
+COMMANDS.update({"restore": _cmd_restore, "compress": _cmd_compress, "decompress": _cmd_decompress,
+                 "traverse": _cmd_traverse, "disentangle": _cmd_disentangle})
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -281,15 +281,17 @@ def save_rate_distortion(curves: dict[str, list[tuple[float, float]]], path: Pat
 
 @torch.no_grad()
 def latent_traversal(model, x: torch.Tensor, values: torch.Tensor, dims=None, y=None) -> torch.Tensor:
-    """Decoder means as each latent dimension of the code of ``x`` (1, D) is swept over ``values`` (S,),
-    the others held at the code (posterior mean): (len(dims), S, D)."""
+    """Decoder means as each latent dimension of the code of ``x`` (1, D) is swept over ``values`` — (S,) for
+    every dimension, or (J, S) one sweep per dimension — the others held at the code (posterior mean):
+    (len(dims), S, D)."""
     z0 = model.embed(x[:1], y)  # (1, J)
     dims = range(z0.shape[1]) if dims is None else dims
     rows = []
     for j in dims:
-        z = z0.repeat(len(values), 1)  # (S, J)
-        z[:, j] = values.to(z)
-        rows.append(model.decode(z, None if y is None else y[:1].expand(len(values))).mean)
+        sweep = values if values.ndim == 1 else values[j]
+        z = z0.repeat(len(sweep), 1)  # (S, J)
+        z[:, j] = sweep.to(z)
+        rows.append(model.decode(z, None if y is None else y[:1].expand(len(sweep))).mean)
     return torch.stack(rows)
 
 
