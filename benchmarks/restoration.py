@@ -75,16 +75,17 @@ def run_tasks(data: str, tasks: dict, a, results: dict, tmp: Path) -> None:
     for task, (name, level) in tasks.items():
         corruption = build_corruption(name, level, shape)
         degraded = degrade(test.x, corruption, EVAL_SEED)
+        changed = (degraded != test.x).any(1)  # averages over the images the degradation changed
         baseline = corruption.baseline(degraded, splits.train.x)
-        trivial_psnr, trivial_ssim = score(test.x, {"trivial": baseline, "degraded input": degraded}, test.image_shape)
+        psnrs, ssims = score(test.x, {"trivial": baseline, "degraded input": degraded}, test.image_shape)
         lin_psnr, lin_ssim = linear_baselines(splits.train.x, test.x, degraded, a.latent_dim, test.image_shape)
-        row = {"degradation": str(corruption), "data": data, "baselines": {}}
-        for label in ("trivial", "degraded input"):
-            row["baselines"][label] = {"psnr": float(trivial_psnr[label].mean()),
-                                       "ssim": None if trivial_ssim is None else float(trivial_ssim[label].mean())}
-        for label in ("pca", "ppca"):
-            row["baselines"][label] = {"psnr": float(lin_psnr[label].mean()),
-                                       "ssim": None if lin_ssim is None else float(lin_ssim[label].mean())}
+        psnrs.update(lin_psnr)
+        if ssims is not None:
+            ssims.update(lin_ssim)
+        row = {"degradation": str(corruption), "data": data, "images_scored": int(changed.sum()), "baselines": {}}
+        for label in ("trivial", "degraded input", "pca", "ppca"):
+            row["baselines"][label] = {"psnr": float(psnrs[label][changed].mean()),
+                                       "ssim": None if ssims is None else float(ssims[label][changed].mean())}
         row["models"] = {}
         for label, changes in MODELS.items():
             cfg = base.replace(model=dataclasses.replace(base.model, **changes, corruption=name, corruption_level=level))

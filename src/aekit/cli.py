@@ -475,7 +475,7 @@ def _cmd_restore(a) -> None:
         result = RestorationResult(str(corruption), x, degraded, restored, baseline, psnrs, ssims)
         summary = result.summary()
         rows = [("degraded", degraded), ("restored", restored), ("baseline", baseline), ("clean", x)]
-        arrays = {"degraded": degraded, "restored": restored, "baseline": baseline, "clean": x,
+        arrays = {"degraded": degraded, "restored": restored, "baseline": baseline, "clean": x, "changed": result.changed,
                   **{f"psnr_{k}": v for k, v in psnrs.items()}, **({f"ssim_{k}": v for k, v in ssims.items()} if ssims else {})}
     if out.suffix == ".png":
         from .plots import save_image_rows
@@ -494,8 +494,9 @@ def _cmd_restore(a) -> None:
         if metric in summary:
             cells = "  ".join(f"{k} {v:.4f}" for k, v in summary[metric].items())
             gain = summary[f"{metric}_gain_over_baseline"]
-            print(f"{metric.upper()} (mean of {summary['images']} images, {summary['corruption']}): {cells}  "
-                  f"(gain over baseline {gain:+.4f})")
+            scored = summary["images_scored"]
+            print(f"{metric.upper()} (mean of {scored} images{'' if scored == summary['images'] else ' the degradation changed'}"
+                  f", {summary['corruption']}): {cells}  (gain over baseline {gain:+.4f})")
 
 
 def _codec_model(run: str):

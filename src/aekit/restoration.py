@@ -11,7 +11,8 @@ the others take the model's output). :func:`evaluate_restoration` degrades clean
 fixed seed, restores them, and scores per image, against the clean images, the restoration, the
 degraded input itself, and the corruption's trivial baseline (bicubic upsampling for downsample, the
 grey image with the mean training chroma for grayscale, the input for the others) in PSNR and SSIM
-(:mod:`aekit.image_metrics`).
+(:mod:`aekit.image_metrics`). Averages are over the images the degradation changed (a hole that
+falls on blank background leaves nothing to restore, and an infinite PSNR).
 
     model = aekit.load("runs/sr2")                       # trained with --corruption downsample:2
     result = evaluate_restoration(model, test.x, model.corruption, image_shape=test.image_shape)
@@ -65,15 +66,26 @@ class RestorationResult:
     psnr: dict[str, torch.Tensor] = field(default_factory=dict)    # "restored" / "baseline" / "degraded" → (N,) dB
     ssim: dict[str, torch.Tensor] | None = None                    # the same, or None for images under 11×11
 
+    @property
+    def changed(self) -> torch.Tensor:
+        """(N,) bool: the images the degradation changed. The others (a hole over blank background) have nothing
+        to restore, and an infinite PSNR for the degraded input; averages leave them out for every candidate."""
+        return (self.degraded != self.clean).any(1)
+
     def summary(self) -> dict:
-        """Means over images (PSNR: of the finite values; exact copies are ∞) and the margin over the baseline."""
-        out = {"corruption": self.corruption, "images": len(self.clean),
-               "psnr": {k: mean_finite(v) for k, v in self.psnr.items()}}
-        out["psnr_gain_over_baseline"] = out["psnr"]["restored"] - out["psnr"]["baseline"]
-        if self.ssim is not None:
-            out["ssim"] = {k: float(v.mean()) for k, v in self.ssim.items()}
-            out["ssim_gain_over_baseline"] = out["ssim"]["restored"] - out["ssim"]["baseline"]
-        return out
+        """Means over the changed images of PSNR and SSIM for each candidate, and the gains over the baseline."""
+        return summarize(self.corruption, self.psnr, self.ssim, self.changed)
+
+
+def summarize(corruption: str, psnrs: dict, ssims: dict | None, changed: torch.Tensor) -> dict:
+    """Averages of per-image scores over the ``changed`` images (see :attr:`RestorationResult.changed`)."""
+    out = {"corruption": corruption, "images": len(changed), "images_scored": int(changed.sum()),
+           "psnr": {k: mean_finite(v[changed]) for k, v in psnrs.items()}}
+    out["psnr_gain_over_baseline"] = out["psnr"]["restored"] - out["psnr"]["baseline"]
+    if ssims is not None:
+        out["ssim"] = {k: float(v[changed].mean()) for k, v in ssims.items()}
+        out["ssim_gain_over_baseline"] = out["ssim"]["restored"] - out["ssim"]["baseline"]
+    return out
 
 
 @torch.no_grad()
