@@ -95,7 +95,7 @@ def main():
     p.add_argument("--pca-dims", type=lambda t: [int(v) for v in t.split(",")], default=[16, 32, 64])
     p.add_argument("--steps", type=lambda t: [float(v) for v in t.split(",")], default=[1.0, 0.5, 0.25, 0.1])
     p.add_argument("--pca-steps", type=lambda t: [float(v) for v in t.split(",")], default=[1.0, 0.5, 0.25, 0.1])
-    p.add_argument("--qualities", type=lambda t: [int(v) for v in t.split(",")], default=[5, 10, 20, 30, 50, 75, 90])
+    p.add_argument("--qualities", type=lambda t: [int(v) for v in t.split(",")], default=[1, 2, 3, 5, 10, 20, 30, 50, 75, 90])
     p.add_argument("--hidden-dims", type=lambda t: tuple(int(v) for v in t.split(",")), default=(400, 200))
     p.add_argument("--test-size", type=int, default=None, help="the first N test images (default all 10,000)")
     p.add_argument("--seed", type=int, default=0)

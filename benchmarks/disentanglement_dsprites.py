@@ -10,8 +10,9 @@ each with the three metrics of :mod:`aekit.disentanglement` on fresh combination
 (disentanglement_lib's settings times ``--scale``), beside the reconstruction term −E_q[log p(x|z)]
 and the KL on the test split (nats per image).
 
-It then says whether larger β orders the metrics as the paper says (each metric non-decreasing
-from β = 1 to the best β, and β = 4 above β = 1 for the β-VAE metric).
+It then says whether larger β orders the metrics as the paper says: β = 4 above β = 1 on the β-VAE
+metric (the paper's claim), and for each metric its rank correlation with β and whether β = 4 beats
+β = 1; and whether the reconstruction term grows with β (the trade-off).
 
     python benchmarks/disentanglement_dsprites.py --subsample 200000 --epochs 30 --scale 1 --out bench-dsprites.json   # full (GPU)
     python benchmarks/disentanglement_dsprites.py --subsample 20000 --epochs 2 --scale 0.05     # quick look (CPU)
@@ -78,18 +79,19 @@ def main():
                   f"({seconds:.0f}s training)", flush=True)
 
     rows = list(results["runs"].values())
-    order = {}
+    from scipy.stats import spearmanr
+
+    b1, b4 = results["runs"].get("1"), results["runs"].get("4")
+    verdict = {}
     for key in ("beta_vae_metric", "factor_vae_metric", "mig"):
         values = [r[key] for r in rows]
-        best = max(range(len(values)), key=values.__getitem__)
-        order[key] = {"rises_to_best_beta": all(values[i] <= values[i + 1] for i in range(best)),
-                      "best_beta": rows[best]["beta"]}
-    b1 = results["runs"].get("1")
-    b4 = results["runs"].get("4")
-    results["verdict"] = {"orders": order,
-                          "beta4_above_beta1_on_beta_vae_metric": None if not (b1 and b4) else b4["beta_vae_metric"] > b1["beta_vae_metric"],
-                          "reconstruction_worsens_with_beta": all(rows[i]["reconstruction"] <= rows[i + 1]["reconstruction"]
-                                                                  for i in range(len(rows) - 1))}
+        verdict[key] = {"spearman_with_beta": float(spearmanr([r["beta"] for r in rows], values)[0]) if len(rows) > 2 else None,
+                        "beta4_above_beta1": None if not (b1 and b4) else b4[key] > b1[key]}
+    verdict["reconstruction_worsens_with_beta"] = all(rows[i]["reconstruction"] <= rows[i + 1]["reconstruction"]
+                                                      for i in range(len(rows) - 1))
+    # the paper's claim: the beta-VAE (beta = 4) scores above the VAE (beta = 1) on the beta-VAE metric
+    verdict["as_the_paper_says"] = verdict["beta_vae_metric"]["beta4_above_beta1"]
+    results["verdict"] = verdict
     print(f"\n{data}, {a.epochs} epochs per model, metrics at {a.scale:g} x disentanglement_lib's points\n")
     print("| β | β-VAE metric | FactorVAE metric | MIG | reconstruction (nats) | KL (nats) | train s |")
     print("|---:|---:|---:|---:|---:|---:|---:|")

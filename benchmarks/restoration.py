@@ -26,7 +26,6 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from aekit.config import DataConfig, ModelConfig, RunConfig, TrainConfig
@@ -130,18 +129,31 @@ def main():
     p.add_argument("--test-size", type=int, default=None, help="score the first N test images (default all)")
     p.add_argument("--margin", type=float, default=1.0, help="dB a model must gain over its trivial baseline")
     p.add_argument("--no-photos", action="store_true", help="skip colorization on photo patches")
+    p.add_argument("--models", type=lambda t: t.split(","), default=list(MODELS),
+                   help="comma-separated subset of: " + ", ".join(MODELS))
+    p.add_argument("--tasks", type=lambda t: t.split(","), default=list(MNIST_TASKS) + list(PHOTO_TASKS),
+                   help="comma-separated subset of: " + ", ".join([*MNIST_TASKS, *PHOTO_TASKS]))
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default=None, help="write the results as JSON here")
     a = p.parse_args()
+    unknown = sorted(set(a.models) - set(MODELS)) + sorted(set(a.tasks) - set(MNIST_TASKS) - set(PHOTO_TASKS))
+    if unknown:
+        p.error(f"unknown model(s) or task(s): {', '.join(unknown)}")
+    for label in list(MODELS):
+        if label not in a.models:
+            del MODELS[label]
     torch.manual_seed(a.seed)
     results = {"machine": {"platform": platform.platform(), "torch": torch.__version__,
                            "threads": torch.get_num_threads()},
                "settings": vars(a), "tasks": {}}
     start = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:
-        run_tasks("mnist", MNIST_TASKS, a, results, Path(tmp))
-        if not a.no_photos:
-            run_tasks("photos", PHOTO_TASKS, a, results, Path(tmp))
+        mnist = {k: v for k, v in MNIST_TASKS.items() if k in a.tasks}
+        photos = {k: v for k, v in PHOTO_TASKS.items() if k in a.tasks and not a.no_photos}
+        if mnist:
+            run_tasks("mnist", mnist, a, results, Path(tmp))
+        if photos:
+            run_tasks("photos", photos, a, results, Path(tmp))
     results["seconds"] = time.perf_counter() - start
     print(f"\nMean PSNR (dB) / SSIM on the test images, {a.epochs} epochs per model, code size {a.latent_dim} "
           f"(PCA/PPCA with as many components); margin {a.margin} dB; {results['seconds']:.0f}s in all\n")

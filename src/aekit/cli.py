@@ -516,18 +516,14 @@ def _cmd_compress(a) -> None:
     model = _codec_model(a.run)
     quantizer = codec.quantizer_for(model, a.step)
     x, y, image_shape = _application_inputs(model, a.data, a.split, a.data_dir, a.n)
-    fitted_now = not (Path(a.run) / "codec" / quantizer.model_file()).is_file()
+    model_file = Path(a.run) / "codec" / quantizer.model_file()
+    fitted_now = not model_file.is_file()
     train = _load_split(model, "train", a.data_dir, "cpu").x if fitted_now else None
-    entropy = codec.entropy_model(model, quantizer, train)
-    symbols = quantizer.symbols(model, x)
-    report = codec.write_file(Path(a.output), quantizer, codec.run_fingerprint(a.run), entropy, symbols)
-    x_hat = quantizer.decode(model, symbols)
-    data_dim = x.shape[1]
+    report = codec.compress(model, x, a.output, a.step, train)
+    x_hat = codec.decompress(model, a.output)  # what a receiver gets: the file decoded
     report.update({"run": str(a.run), "output": a.output, "step": quantizer.step or None,
-                   "entropy_model": f"{'fitted on the training split, saved' if fitted_now else 'read from'} "
-                                    f"{Path(a.run) / 'codec' / quantizer.model_file()}",
-                   "bits_per_image": 8 * report["file_bytes"] / len(x),
-                   "bits_per_pixel": 8 * report["file_bytes"] / (len(x) * data_dim),
+                   "entropy_model": f"{'fitted on the training split, saved as' if fitted_now else 'read from'} {model_file}",
+                   "bits_per_pixel": 8 * report["file_bytes"] / (len(x) * x.shape[1]),
                    "squared_error": float(((x_hat - x) ** 2).sum(1).mean())})
     if image_shape is not None:
         report["psnr"] = mean_finite(psnr(x_hat, x, image_shape))
@@ -551,14 +547,8 @@ def _cmd_decompress(a) -> None:
     out = Path(a.output)
     if out.suffix not in (".png", ".npy"):
         raise AekitError(f"-o must end in .png or .npy, got {out.name}")
-
-    def load_entropy(header):
-        quantizer = codec.CodeIndices() if header["kind"] == codec.CodeIndices.kind else codec.UniformQuantizer(header["step"])
-        return codec.entropy_model(model, quantizer, None)
-
-    header, symbols = codec.read_file(Path(a.codes), codec.run_fingerprint(a.run), a.run, load_entropy)
-    quantizer = codec.CodeIndices() if header["kind"] == codec.CodeIndices.kind else codec.UniformQuantizer(header["step"])
-    x_hat = quantizer.decode(model, symbols)
+    symbols = codec.decompress(model, a.codes, symbols_only=True)
+    x_hat = codec.header_quantizer(codec.read_header(Path(a.codes))).decode(model, symbols)
     image_shape = model.config.shape.image_shape
     if a.symbols:
         np.save(a.symbols, symbols)

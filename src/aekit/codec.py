@@ -352,7 +352,7 @@ def run_fingerprint(run_dir: Path) -> bytes:
     return h.digest()[:16]
 
 
-def entropy_model(model, quantizer, train_x: torch.Tensor | None, train_y=None, progress_note=None) -> FactorizedModel:
+def entropy_model(model, quantizer, train_x: torch.Tensor | None) -> FactorizedModel:
     """The run's entropy model for ``quantizer``: read from RUN/codec/, or fitted on ``train_x`` and saved there."""
     path = Path(model.run_dir) / "codec" / quantizer.model_file()
     if path.is_file():
@@ -360,7 +360,7 @@ def entropy_model(model, quantizer, train_x: torch.Tensor | None, train_y=None, 
     if train_x is None:
         raise AekitError(f"{model.run_dir} has no entropy model {path.name} (it is fitted by aekit compress); "
                          f"the file was made with another step or the model was removed")
-    fitted = FactorizedModel.fit(quantizer.symbols(model, train_x, train_y), quantizer.alphabet(model))
+    fitted = FactorizedModel.fit(quantizer.symbols(model, train_x), quantizer.alphabet(model))
     fitted.save(path)
     return fitted
 
@@ -421,3 +421,37 @@ def read_file(path: Path, run_fp: bytes, run_dir, load_entropy) -> tuple[dict, n
     except ValueError as error:
         raise AekitError(f"{path} is damaged ({error})") from None
     return h, symbols
+
+
+# ----------------------------------------------------------------------------- the Python face
+def compress(model, x: torch.Tensor, path: str | Path, step: float | None = None,
+             train_x: torch.Tensor | None = None) -> dict:
+    """Code the rows ``x`` (N, D) with the trained ``model`` (from :func:`aekit.load`) into ``path``.
+
+    ``step``: the quantization step of a continuous code (None for a model with discrete codes).
+    ``train_x``: the training rows the entropy model is fitted on, the first time for this run and
+    step (it is kept in RUN/codec/ and reused). Returns the report: sizes in bits as written
+    (``header_bits + payload_bits == 8 × file size``), ``bits_per_image``, ``ideal_payload_bits``.
+
+        model = aekit.load("runs/ae")
+        report = aekit.codec.compress(model, test_x, "codes.bin", step=0.25, train_x=train_x)
+        x_hat = aekit.codec.decompress(model, "codes.bin")
+    """
+    quantizer = quantizer_for(model, step)
+    entropy = entropy_model(model, quantizer, train_x)
+    symbols = quantizer.symbols(model, x)
+    report = write_file(Path(path), quantizer, run_fingerprint(model.run_dir), entropy, symbols)
+    report["bits_per_image"] = 8 * report["file_bytes"] / len(x)
+    return report
+
+
+def header_quantizer(header: dict):
+    """The quantizer a code file's header names (its kind and step)."""
+    return CodeIndices() if header["kind"] == CodeIndices.kind else UniformQuantizer(header["step"])
+
+
+def decompress(model, path: str | Path, symbols_only: bool = False):
+    """The decoded rows (N, D) of a file made by :func:`compress` with the same run (or its integer codes)."""
+    header, symbols = read_file(Path(path), run_fingerprint(model.run_dir), model.run_dir,
+                                lambda h: entropy_model(model, header_quantizer(h), None))
+    return symbols if symbols_only else header_quantizer(header).decode(model, symbols)
