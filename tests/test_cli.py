@@ -107,8 +107,8 @@ def test_bad_names(capsys, tmp_path):
     _one_line_error(capsys, "train", "vae", "--epochs", "zero", match="invalid int value")
     _one_line_error(capsys, "train", "vae", "--latent-dim", "0", match="--latent-dim must be >= 1")
     _one_line_error(capsys, "evaluate", tmp_path / "nowhere", match="does not exist")
-    _one_line_error(capsys, "train", "vae", "--corruption", "masking", "--out", tmp_path / "x",
-                    match="--corruption does not apply to vae")
+    _one_line_error(capsys, "train", "iwae", "--corruption", "masking", "--out", tmp_path / "x",
+                    match="--corruption does not apply to iwae")
     _one_line_error(capsys, "train", "vae", "--body", "conv", "--hidden-dims", "", "--out", tmp_path / "x",
                     match="conv body needs --hidden-dims")
     assert not (tmp_path / "x").exists()

@@ -214,7 +214,8 @@ def test_cli_dae_writes_denoising_and_filter_figures(tmp_path, capsys):
 
 
 @pytest.mark.parametrize("argv, match", [
-    (["dae", "--corruption", "blur"], "unknown corruption 'blur'; choose one of: gaussian, masking, none, salt-pepper"),
+    (["dae", "--corruption", "blur"], "unknown corruption 'blur'; choose one of: none, gaussian (or noise), salt-pepper, "
+                                      "masking (or mask), block, downsample:F"),
     (["dae", "--corruption-level", "1.5"], "--corruption-level must be in [0, 1] for masking"),
     (["ae", "--corruption", "salt-pepper", "--corruption-level", "-0.1"], "--corruption-level must be in [0, 1] for salt-pepper"),
     (["dae", "--corruption", "gaussian", "--corruption-level", "-1"], "--corruption-level must be a finite σ >= 0"),

@@ -74,8 +74,8 @@ class ModelConfig:
     persistent: bool = False                # persistent CD (Tieleman 2008): chains carried across updates (rbm)
     pretrain: str = "none"                  # deep-ae initialization: none | rbm (greedy layer-wise CD-1)
     pretrain_epochs: int = 10               # CD epochs per RBM layer when pretraining
-    corruption: str = "none"                # ae input noise, training only: none | gaussian | salt-pepper | masking
-    corruption_level: float = 0.25          # σ of gaussian; the fraction ν of entries hit by salt-pepper / masking
+    corruption: str = "none"                # input corruption (degradation) in training, the target stays clean (ae kinds, vae, cvae; alias --degrade): none | gaussian (noise) | salt-pepper | masking (mask) | block | downsample:F | grayscale
+    corruption_level: float = 0.25          # σ of gaussian; the fraction ν of entries hit by salt-pepper / masking; the image fraction of the block
     code_activation: str = "identity"       # on the ae code: identity | sigmoid (codes in (0, 1))
     sparsity: str = "none"                  # ae code penalty: none | l1 (‖z‖₁) | kl (Σ_j KL(ρ ‖ mean of z_j))
     sparsity_weight: float = 1.0            # weight of the sparsity penalty (λ for l1, β for kl)

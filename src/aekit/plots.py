@@ -453,3 +453,62 @@ def save_estimator_comparison(curves: dict, path: Path, title: str = "") -> None
         fig.suptitle(title)
     fig.tight_layout()
     _save(fig, path)
+
+
+# ----------------------------------------------------------------------------- applications: restoration,
+# compression, disentanglement (figures of aekit restore / compress / traverse and their benchmarks)
+def save_image_rows(rows: list[tuple[str, torch.Tensor]], image_shape, path: Path, scale: int | None = None) -> None:
+    """Labelled rows of images, e.g. degraded / restored / clean: each entry (label, (n, D) tensor), clipped to [0, 1]."""
+    n = max(len(x) for _, x in rows)
+    mosaics = [tile(x.detach().float().cpu().clamp(0, 1).reshape(-1, *image_shape).numpy(), n) for _, x in rows]
+    height, width = mosaics[0].shape[:2]
+    scale = scale or max(1, 84 // image_shape[1])
+    fig, axes = plt.subplots(len(rows), 1, figsize=(max(4.0, width * scale / 60 + 1.4), len(rows) * (height * scale / 60 + 0.3)),
+                             squeeze=False)
+    for ax, (label, _), mosaic in zip(axes[:, 0], rows, mosaics):
+        ax.imshow(mosaic, cmap="gray" if mosaic.ndim == 2 else None, vmin=0, vmax=1, interpolation="nearest")
+        ax.set_xticks([])
+        ax.set_yticks([])
+        ax.set_ylabel(label, rotation=0, ha="right", va="center")
+    fig.tight_layout()
+    _save(fig, path)
+
+
+def save_rate_distortion(curves: dict[str, list[tuple[float, float]]], path: Path,
+                         xlabel: str = "bits per pixel", ylabel: str = "PSNR (dB)", title: str | None = None) -> None:
+    """Rate–distortion curves: label → [(rate, quality), ...], one line per codec (log rate axis)."""
+    fig, ax = plt.subplots(figsize=(6, 4.2))
+    for label, points in curves.items():
+        points = sorted(points)
+        ax.plot([p[0] for p in points], [p[1] for p in points], marker="o", ms=4, label=label)
+    ax.set_xscale("log")
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    if title:
+        ax.set_title(title)
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    _save(fig, path)
+
+
+@torch.no_grad()
+def latent_traversal(model, x: torch.Tensor, values: torch.Tensor, dims=None, y=None) -> torch.Tensor:
+    """Decoder means as each latent dimension of the code of ``x`` (1, D) is swept over ``values`` — (S,) for
+    every dimension, or (J, S) one sweep per dimension — the others held at the code (posterior mean):
+    (len(dims), S, D)."""
+    z0 = model.embed(x[:1], y)  # (1, J)
+    dims = range(z0.shape[1]) if dims is None else dims
+    rows = []
+    for j in dims:
+        sweep = values if values.ndim == 1 else values[j]
+        z = z0.repeat(len(sweep), 1)  # (S, J)
+        z[:, j] = sweep.to(z)
+        rows.append(model.decode(z, None if y is None else y[:1].expand(len(sweep))).mean)
+    return torch.stack(rows)
+
+
+def save_traversals(grid: torch.Tensor, image_shape, path: Path, row_labels: list[str], values=None) -> None:
+    """A traversal figure: ``grid`` (rows, S, D), one latent dimension per row, labelled (e.g. 'z3  KL 1.92')."""
+    rows = [(label, grid[i]) for i, label in enumerate(row_labels)]
+    save_image_rows(rows, image_shape, path)

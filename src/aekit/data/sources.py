@@ -284,6 +284,48 @@ DATASETS: dict[str, Source] = {
 
 
 # --------------------------------------------------------------------------------------------
+# Sources with a parameter in their name, NAME:ARGUMENT (images:DIR, dsprites:50000, photos:64)
+# --------------------------------------------------------------------------------------------
+
+
+def _photos(argument: str, data_dir, download) -> SourceData:
+    from .photos import load_photos
+    return load_photos(argument, data_dir, download)
+
+
+def _dsprites(argument: str, data_dir, download) -> SourceData:
+    from .dsprites import load_dsprites
+    return load_dsprites(argument, data_dir, download)
+
+
+def _images(argument: str, data_dir, download) -> SourceData:
+    from .images import load_image_folder
+    return load_image_folder(argument, data_dir, download)
+
+
+# prefix → (what the argument is, description, loader(argument, data_dir, download) -> SourceData)
+PARAMETERIZED: dict[str, tuple[str, str, Callable[[str, Path | None, bool], SourceData]]] = {
+    "photos": ("SIZE", "colour patches (default 32x32) of scikit-learn's china.jpg and flower.jpg, test patches "
+                       "from disjoint regions; offline", _photos),
+    "dsprites": ("SPEC", "procedural dSprites, 64x64 binary square/ellipse/heart over 737,280 factor combinations; "
+                         "a 20,000-image subsample (SPEC: N | all, factor=I-J); offline", _dsprites),
+    "images": ("DIR[@SIZE]", "your folder of PNG/JPEG pictures, resized and cropped to SIZE (or HxW) when given",
+               _images),
+}
+DATASETS["photos"] = Source(PARAMETERIZED["photos"][1], lambda data_dir, download: _photos("", data_dir, download))
+DATASETS["dsprites"] = Source(PARAMETERIZED["dsprites"][1], lambda data_dir, download: _dsprites("", data_dir, download))
+
+
+def parameterized_source(name: str) -> Source | None:
+    """The source ``NAME:ARGUMENT`` names (e.g. images:DIR), or None when NAME is no such prefix."""
+    prefix, colon, argument = name.partition(":")
+    if not colon or prefix not in PARAMETERIZED:
+        return None
+    _, description, load = PARAMETERIZED[prefix]
+    return Source(description, lambda data_dir, download: load(argument, data_dir, download))
+
+
+# --------------------------------------------------------------------------------------------
 # The user's own files
 # --------------------------------------------------------------------------------------------
 

@@ -11,7 +11,7 @@ import torch
 from ..errors import AekitError, unknown_choice
 from .dataset import ArrayDataset, DataSplits
 from .oneclass import one_class_splits
-from .sources import DATASETS, SourceData, is_user_file, load_user_file
+from .sources import DATASETS, PARAMETERIZED, SourceData, is_user_file, load_user_file, parameterized_source
 from .timeseries import is_series_name
 from .transforms import binarize as bernoulli_sample
 from .transforms import check_finite, check_unit_range, derive_seed, seeded_generator, standardize
@@ -23,7 +23,10 @@ Splits = dict[str, ArrayDataset]  # "train" / "val" / "test" -> split
 
 def list_datasets() -> dict[str, str]:
     """Registered data set name → one-line description (a .npy/.npz/.csv path also works as a name)."""
-    return {name: source.description for name, source in DATASETS.items()}
+    listed = {name: source.description for name, source in DATASETS.items() if name not in PARAMETERIZED}
+    listed.update({f"{prefix}[:{argument}]" if prefix in DATASETS else f"{prefix}:{argument}": description
+                   for prefix, (argument, description, _) in PARAMETERIZED.items()})
+    return listed
 
 
 def load_data(
@@ -129,14 +132,15 @@ def _series_splits(name, binarize, labels, normal_class, window, stride, train_s
 
 
 def _read_source(name: str, data_dir, labels, download: bool) -> SourceData:
-    source = DATASETS.get(name)
+    source = DATASETS.get(name) or parameterized_source(name)
     if source is not None:
         if labels is not None:
             raise AekitError(f"--labels is for your own .npy/.npz/.csv data; {name} brings its own labels, drop it")
         return source.load(data_dir, download)
     if is_user_file(name):
         return load_user_file(name, labels)
-    raise AekitError(f"{unknown_choice('data set', name, DATASETS)}, or a path to a .npy, .npz or .csv file")
+    raise AekitError(f"{unknown_choice('data set', name, DATASETS)}, images:DIR (a folder of pictures), or a path "
+                     f"to a .npy, .npz or .csv file")
 
 
 def _count(fraction: float, n: int) -> int:

@@ -14,7 +14,8 @@ from ..errors import AekitError, unknown_choice
 from ..priors import PRIORS
 from .linear import build_linear_ae, build_ppca, fit_pca, fit_ppca, initialize_linear_ae
 from .registry import (CD_TRAINING, CONDITIONS, GRADIENT_TRAINING, PRESENTATION, ModelSpec, body_settings,
-                       check_settings, combine, kl_settings, likelihood_settings, regularizer_settings)
+                       check_settings, combine, corruption_settings, kl_settings, likelihood_settings,
+                       regularizer_settings)
 from .vae import VAE, Autoencoder, build_ae, build_vae, latent_settings
 
 
@@ -68,12 +69,13 @@ def _helmholtz_settings(cfg):
 
 
 _AE = combine(body_settings, likelihood_settings, regularizer_settings)
-_VAE = combine(body_settings, likelihood_settings, kl_settings, latent_settings)
+_VAE = combine(body_settings, likelihood_settings, kl_settings, latent_settings, corruption_settings)  # corruption: restoration
 _LINEAR_GAUSSIAN = {"likelihood": "gaussian"}
 
 SPECS: dict[str, ModelSpec] = {spec.kind: spec for spec in (
     ModelSpec("ae", "deterministic autoencoder, loss -log p(x|z)", build_ae, _AE),
-    ModelSpec("dae", "denoising ae: corrupted input, clean target (--corruption masking | salt-pepper | gaussian)",
+    ModelSpec("dae", "denoising ae: corrupted input, clean target (--corruption masking | salt-pepper | gaussian | "
+              "block | downsample:F | grayscale)",
               build_ae, _AE, defaults={"corruption": "masking", "corruption_level": 0.25}),
     ModelSpec("sparse-ae", "sparse ae: sigmoid code, KL(rho || mean activation) penalty (--sparsity kl | l1)",
               build_ae, _AE, defaults={"code_activation": "sigmoid", "sparsity": "kl", "sparsity_target": 0.05}),

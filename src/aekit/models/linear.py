@@ -53,7 +53,7 @@ class LinearBody(nn.Module):
 class LinearAutoencoder(Autoencoder):
     """Linear encoder and decoder with a fixed-σ Gaussian likelihood (squared error)."""
 
-    capabilities = frozenset({SUBSPACE})
+    base_capabilities = frozenset({SUBSPACE})
 
     def decoder_basis(self) -> torch.Tensor:
         """The decoder's columns B (D, d): the subspace a linear autoencoder learns."""

@@ -31,7 +31,7 @@ class MIWAE(VAE):
     Only the two places the data enters change (``encode`` and ``log_px``); the ELBO, the IWAE bound it
     trains on and the importance-sampled likelihood are the VAE's own."""
 
-    capabilities = VAE.capabilities | {MISSING_DATA}
+    base_capabilities = VAE.base_capabilities | {MISSING_DATA}
     selection_metric = "neg_iw_bound"
 
     def encode(self, x, y=None):

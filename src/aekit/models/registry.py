@@ -31,7 +31,7 @@ CONDITIONS = {
     "sigma": "--likelihood gaussian",
     "warmup_steps": "--kl-schedule linear",
     "cycle_steps": "--kl-schedule cyclical",
-    "corruption_level": "a --corruption",
+    "corruption_level": "a --corruption that takes a level (gaussian, salt-pepper, masking, block)",
     "sparsity_weight": "a --sparsity penalty",
     "sparsity_target": "--sparsity kl",
     "max_iter": "--method em",
@@ -62,10 +62,15 @@ def kl_settings(cfg: ModelConfig) -> set[str]:
     return used
 
 
+def corruption_settings(cfg: ModelConfig) -> set[str]:
+    """The input corruption (degradation) of the autoencoders and the VAE, and its level where it has one."""
+    from ..regularizers import corruption_takes_level
+
+    return {"corruption"} | ({"corruption_level"} if corruption_takes_level(cfg.corruption) else set())
+
+
 def regularizer_settings(cfg: ModelConfig) -> set[str]:
-    used = {"corruption", "code_activation", "sparsity", "contractive_weight"}
-    if cfg.corruption != "none":
-        used.add("corruption_level")
+    used = {"code_activation", "sparsity", "contractive_weight"} | corruption_settings(cfg)
     if cfg.sparsity != "none":
         used.add("sparsity_weight")
     if cfg.sparsity == "kl":

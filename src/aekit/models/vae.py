@@ -68,6 +68,7 @@ class Autoencoder(_Conditioning):
     holds the reconstruction and each penalty unweighted, under its name.
     """
 
+    base_capabilities: frozenset[str] = frozenset()
     selection_metric = "reconstruction"  # validation figure that picks the best weights
 
     def __init__(self, encoder: Encoder, decoder: Decoder, num_classes: int | None = None, *,
@@ -81,7 +82,8 @@ class Autoencoder(_Conditioning):
 
     @property
     def capabilities(self) -> frozenset[str]:
-        return frozenset({CORRUPTS_INPUT}) if self.corruption is not None else frozenset()
+        """The class's own (``base_capabilities``), and ``corrupts_input`` when this model has a corruption."""
+        return self.base_capabilities | ({CORRUPTS_INPUT} if self.corruption is not None else frozenset())
 
     def encode(self, x, y=None) -> torch.Tensor:
         return self.code_activation(self.encoder(x, self.cond(y)))
@@ -145,16 +147,17 @@ class VAE(Autoencoder):
     loss's value is always the objective on an exact sample of q, so the reported reconstruction and
     KL are honest whatever the estimator; a relaxed estimator (gumbel-softmax) decodes the relaxed
     sample for the gradient and the discrete sample behind it for the value (one more decoder pass).
+    ``corruption`` (as for :class:`Autoencoder`): in training the encoder sees x̃ ~ q(x̃|x) and the
+    likelihood scores the clean x, −E_q(z|x̃)[log p(x|z)] + β_t·KL(q(z|x̃) ‖ p(z)); evaluation is clean.
     """
 
-    capabilities = frozenset({SAMPLE, LOG_LIKELIHOOD, ELBO, POSTERIOR})
     selection_metric = "neg_elbo"
 
     def __init__(self, encoder: Encoder, decoder: Decoder, prior: nn.Module, *, objective: str = "elbo",
                  kl_schedule: KLSchedule = KLSchedule(), free_bits: float = 0.0, mc_samples: int = 1,
                  iw_samples: int = 5, num_classes: int | None = None, estimator: Estimator | None = None,
-                 track_grad_variance: bool = False):
-        super().__init__(encoder, decoder, num_classes)
+                 track_grad_variance: bool = False, corruption: Corruption | None = None):
+        super().__init__(encoder, decoder, num_classes, corruption=corruption)
         self.prior_module = prior
         self.objective = objective
         self.kl_schedule = kl_schedule
@@ -164,6 +167,8 @@ class VAE(Autoencoder):
         self.estimator = estimator if estimator is not None else Reparameterization()
         self.grad_moments = (GradientMoments(sum(p.numel() for p in self.gradient_parameters()))
                              if track_grad_variance else None)
+
+    base_capabilities = frozenset({SAMPLE, LOG_LIKELIHOOD, ELBO, POSTERIOR})
 
     def prior(self) -> Distribution:
         return self.prior_module()
@@ -203,7 +208,8 @@ class VAE(Autoencoder):
     def loss(self, x, y=None, step: int = 0) -> LossOutput:
         if self.objective == "iwae":
             return self._iwae_loss(x, y, step)
-        qz = self.encode(x, y)
+        corrupt = self.training and self.corruption is not None  # restoration: the encoder sees x̃, x is scored
+        qz = self.encode(self.corruption.corrupt(x) if corrupt else x, y)
         draw = self.estimator.draw(qz, (self.mc_samples,), step)  # z (L, B, J)
         log_px = self.log_px(self.decode(draw.z, y), x)  # (L, B)
         rec = -log_px.mean(0)  # (B,)
@@ -320,7 +326,7 @@ def build_ae(cfg: ModelConfig, shape: DataShape) -> Autoencoder:
                                 sparsity_target=cfg.sparsity_target, contractive_weight=cfg.contractive_weight,
                                 sigmoid_layer=sigmoid_layer)
     return Autoencoder(encoder, build_decoder(cfg, shape), code_activation=CODE_ACTIVATIONS[cfg.code_activation](),
-                       corruption=build_corruption(cfg.corruption, cfg.corruption_level), penalties=penalties)
+                       corruption=build_corruption(cfg.corruption, cfg.corruption_level, shape), penalties=penalties)
 
 
 def build_vae(cfg: ModelConfig, shape: DataShape, *, objective="elbo", conditional=False) -> VAE:
@@ -334,6 +340,7 @@ def build_vae(cfg: ModelConfig, shape: DataShape, *, objective="elbo", condition
         build_prior(cfg.prior, cfg.latent, cfg.latent_dim, cfg.groups), objective=objective, kl_schedule=schedule,
         free_bits=cfg.free_bits, mc_samples=cfg.mc_samples, iw_samples=cfg.iw_samples, num_classes=num_classes,
         estimator=build_estimator(cfg, shape.data_dim + cond_dim), track_grad_variance=cfg.track_grad_variance,
+        corruption=build_corruption(cfg.corruption, cfg.corruption_level, shape),
     )
 
 
