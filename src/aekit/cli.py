@@ -418,7 +418,8 @@ def _cmd_list(a) -> None:
         width = max(len(k) for k in entries)
         for k, v in entries.items():
             print(f"  {k:<{width}}  {v}")
-    print("user data: a path to a .npy, .npz (x, optional y) or .csv file")
+    print("user data: a path to a .npy, .npz (x, optional y) or .csv file; series:FILE.csv (timestamp,value[,...]"
+          "[,is_anomaly]) read as sliding windows with --window W")
 
 
 # ----------------------------------------------------------------------------- applications II

@@ -124,7 +124,37 @@ def evaluate_model(model, data, *, iw_samples: int = 1000, batch_size: int = 500
         results["latent_dim"] = int(mu.shape[1])
     if has(model, LOG_LIKELIHOOD):
         results.update(likelihood_figures(model, data, iw_samples=iw_samples, progress=progress, reference=reference))
+        results.update(exact_likelihood_figures(model, data, batch_size))
+    if has(model, CORRUPTS_INPUT) and data.image_shape is not None and len(data.image_shape) == 3:
+        from .restoration import evaluate_restoration
+
+        r = evaluate_restoration(model, data.x, model.corruption, image_shape=data.image_shape, seed=VALIDATION_SEED,
+                                 reference=reference.x if reference is not None else None).summary()
+        results["restoration_psnr"] = r["psnr"]  # dB: restored, the trivial baseline, the degraded input
+        if r.get("ssim") is not None:
+            results["restoration_ssim"] = r["ssim"]
     return results
+
+
+@torch.no_grad()
+def exact_likelihood_figures(model, data, batch_size: int) -> dict:
+    """``exact_log_px``: log p(x) by enumerating a small discrete latent (≤ 2^20 states), where the model can;
+    on shifter data also its exact KL(p_data ‖ p_model) and what its top layer knows of the shift."""
+    exact = getattr(model, "exact_log_likelihood", None)
+    if exact is None or likelihood_kind(model, data.x)[0] != "probability":
+        return {}
+    out = {}
+    try:
+        total = sum(float(exact(data.x[s:s + batch_size], None if data.y is None else data.y[s:s + batch_size])
+                          .double().sum()) for s in range(0, len(data), batch_size))
+        out["exact_log_px"] = total / len(data)
+    except AekitError:
+        return {}  # a Gaussian latent, or more than 2^20 states: importance sampling only
+    if data.name == "shifter":
+        from .data.shifter import shifter_report
+
+        out["shifter"] = {k: v for k, v in shifter_report(model).items() if not k.startswith("unit_")}
+    return out
 
 
 @torch.no_grad()

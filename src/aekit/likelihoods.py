@@ -109,7 +109,7 @@ def check_data_range(name: str, x: torch.Tensor, what: str = "the data") -> None
     if lo < lo_hi[0] or hi > lo_hi[1]:
         raise AekitError(
             f"the {name} likelihood needs values in [0, 1], but {what} spans [{lo:.3g}, {hi:.3g}]; "
-            f"rescale the data or use --likelihood gaussian"
+            f"rescale the data to [0, 1] (or, for a model that takes --likelihood, use gaussian)"
         )
 
 

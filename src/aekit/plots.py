@@ -270,13 +270,23 @@ def draw_autoencoder_figures(model, x: torch.Tensor, image_shape, out: Path, n: 
     if corruption is not None:
         clean = x[:n]
         noisy = corruption.corrupt(clean)
-        rows = torch.cat([noisy, model.reconstruct(noisy), clean])  # (3n, D): noisy / denoised / clean
+        restored = model.reconstruct(noisy)
+        if hasattr(corruption, "restore"):  # e.g. colorization: the model's chroma joined to the given luminance
+            restored = corruption.restore(noisy, restored)
+        rows = torch.cat([noisy, restored, clean])  # (3n, D): noisy / restored / clean
         save_image_grid(rows, image_shape, out / "denoising.png", nrow=len(clean))
     weights = model.encoder_filters()  # (H, D_in) or None
     data_dim = math.prod(image_shape)
     if weights is not None and weights.shape[1] >= data_dim:
         filters = _normalize_rows(weights[:max_filters, :data_dim].float())  # label columns (if any) dropped
         save_image_grid(filters, image_shape, out / "filters.png", nrow=min(10, len(filters)))
+
+
+def _gaussian_prior(model) -> bool:
+    """A manifold at Gaussian quantiles means something only for a Gaussian latent."""
+    from .latents import DiagonalNormal
+
+    return hasattr(model, "prior") and isinstance(model.prior(), DiagonalNormal)
 
 
 @torch.no_grad()
@@ -287,6 +297,10 @@ def draw_run_figures(model, splits, out: Path, history: list[dict], n: int = 64,
     was_training = model.training
     model.eval()
     test = splits.test
+    if bool(torch.isnan(test.x).any()):  # missing entries (a MIWAE run): drawn as 0, not as NaN
+        from dataclasses import replace
+
+        test = replace(test, x=torch.nan_to_num(test.x, nan=0.0))
     device = test.x.device
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
         torch.manual_seed(FIGURE_SEED)
@@ -307,8 +321,13 @@ def draw_run_figures(model, splits, out: Path, history: list[dict], n: int = 64,
                 else:
                     save_image_grid(samples, test.image_shape, out / "samples.png", nrow=8)
             latent_dim = model.embed(x[:1], None if y is None else y[:1]).shape[-1]
-            if latent_dim == 2 and has(model, SAMPLE):
+            if latent_dim == 2 and has(model, SAMPLE) and _gaussian_prior(model):
                 save_manifold(model, test.image_shape, out / "manifold.png")
+            if hasattr(model, "generative_filters"):
+                save_generative_filters(model, test.image_shape, out / "generative_filters.png")
+            prior = model.prior() if hasattr(model, "prior") else None
+            if prior is not None and hasattr(prior, "groups"):
+                save_categorical_codes(model, test.image_shape, out / "codes.png")
             if hasattr(model, "encoder_filters"):  # the autoencoders, the VAEs, the RBM
                 draw_autoencoder_figures(model, x, test.image_shape, out)
         else:

@@ -132,12 +132,16 @@ def resolve_binarization(cfg: RunConfig, splits: DataSplits) -> str:
     epoch, val and test binarized once. Models that report no likelihood (the autoencoders) keep the
     grey values, with the cross-entropy as their reconstruction loss.
     """
-    from .capabilities import LOG_LIKELIHOOD, has
+    from .capabilities import CORRUPTS_INPUT, LOG_LIKELIHOOD, has
 
     if cfg.model.likelihood != "bernoulli" or value_levels(splits.train.x) in (2, None):
         return "none"
     with torch.random.fork_rng(devices=[]):  # building the model to ask it must not move the run's RNG
         model = build_model(cfg.model, data_shape(splits))
+    # A restorer (a model trained to undo a corruption) has the grey image as its target: binarizing it
+    # would make the target noise. Its likelihood is a training loss, not the figure it is for.
+    if has(model, CORRUPTS_INPUT):
+        return "none"
     return "dynamic" if has(model, LOG_LIKELIHOOD) else "none"
 
 
@@ -364,6 +368,9 @@ def fit(cfg: RunConfig | None, out: str | Path, *, resume: bool = False, splits:
         device = resolve_device(cfg.train.device, local_rank)
         if cfg.train.amp and device.type != "cuda":
             raise AekitError("--amp (bfloat16 autocast) needs a CUDA GPU; this run is on the CPU: drop --amp")
+        if world > 1 and (getattr(cfg.model, "latent", "gaussian") != "gaussian" or cfg.model.kind == "helmholtz"):
+            raise AekitError("multi-process training of discrete latents would not match one process (torch's "
+                             "samplers draw per process, not from the shared global-batch noise); train in one process")
         if world > 1 and not dist.is_initialized():
             dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
         if device.type == "cuda":
