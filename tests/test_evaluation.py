@@ -154,3 +154,22 @@ def test_a_cvae_generates_the_class_it_is_given(tmp_path):
     nearest = torch.cdist(x, means).argmin(1)
     accuracy = float((nearest == labels).float().mean())
     assert accuracy > 0.7, accuracy  # chance: 0.1
+
+
+# ----------------------------------------------------------------------------- the Python face
+def test_the_python_face_accepts_numpy_float64_and_image_batches(tmp_path):
+    from sklearn.datasets import load_digits
+
+    model = aekit.train("vae", "digits", out=tmp_path / "r", epochs=1, **TINY)
+    x = load_digits().data[:5] / 16.0  # float64 numpy, as a user has it
+    as_tensor = torch.as_tensor(x, dtype=torch.float32)
+    torch.testing.assert_close(model.reconstruct(x), model.reconstruct(as_tensor))
+    torch.testing.assert_close(model.reconstruct(x.reshape(5, 8, 8)), model.reconstruct(as_tensor))
+    assert model.encode(x).mean.shape == (5, TINY["latent_dim"])
+    assert model.decode(np.zeros((2, TINY["latent_dim"]))).mean.shape == (2, 64)
+    with pytest.raises(aekit.AekitError, match=r"reshape\(1, -1\)"):
+        model.reconstruct(x[0])
+    with pytest.raises(aekit.AekitError, match="rows of 64 values"):
+        model.reconstruct(x[:, :10])
+    loaded = aekit.load(tmp_path / "r")
+    torch.testing.assert_close(loaded.reconstruct(x), model.reconstruct(x))

@@ -136,6 +136,10 @@ def load(run_dir: str | Path, which: str = "best", device: str | torch.device = 
 
 
 def _attach(model, cfg: RunConfig, run_dir: Path):
+    """The model as users get it: its config and folder attached, and face methods that accept numpy
+    arrays, float64 and image-shaped batches (:func:`aekit.inputs.accept_arrays`)."""
+    from .inputs import accept_arrays
+
     model.config = cfg
     model.run_dir = Path(run_dir)
-    return model
+    return accept_arrays(model)
