@@ -1,21 +1,35 @@
 """CPU threads: robust to a busy machine, and sized for the work.
 
-PyTorch's CPU kernels run on an OpenMP pool of one thread per core. By default OpenMP threads
-*spin* while they wait for work; when another CPU-bound process shares the cores, the spinning
-threads fight it for the same cores and a matrix product that takes 1 ms quiet can take 20–30 ms
-(measured on a 2-core machine: a 100×784 by 784×500 product fell from ~95 to 3–5 GFLOP/s).
-With ``OMP_WAIT_POLICY=PASSIVE`` waiting threads sleep instead, and the same product keeps about
-half its quiet throughput beside a busy process. That policy must be set before the OpenMP runtime
-starts, i.e. before torch is imported: :func:`set_wait_policy` does it (unless the user chose one)
-and ``import aekit`` calls it first thing. ``--threads N`` sets the pool size for one run.
+PyTorch's CPU kernels run on an OpenMP pool of one thread per core, and every parallel region waits
+for its slowest thread. When another CPU-bound process shares the cores, one of the threads is
+descheduled in every region and the whole pool waits for it: on a 2-core machine a 784-400-20 VAE
+step went from ~14 ms with one thread to 80 ms with two while other work ran (BENCHMARKS.md,
+"threads"). Three things keep aekit fast anyway:
+
+* ``OMP_WAIT_POLICY=PASSIVE`` (set by :func:`set_wait_policy` before torch loads, unless the user
+  chose a policy): waiting threads sleep instead of spinning against the other process.
+* The pool is sized for the work (:func:`choose_threads`): below :data:`SINGLE_THREAD_FLOPS` per step a
+  second thread costs more in synchronization than it saves.
+* The pool is sized for the machine (:class:`CoreMonitor`): the trainer asks how many cores other
+  processes keep busy (from ``/proc/stat``, less this process's own CPU time) at the start and every
+  :data:`RECHECK_SECONDS` of training, and uses only the free ones.
+
+``--threads N`` pins the pool and turns all of this off. The thread count never changes a result:
+the matrix products split their output, not their sums, across threads (checked bitwise in the tests).
 """
 
 from __future__ import annotations
 
 import os
 import sys
+import time
 
 WAIT_POLICY_ENV = "OMP_WAIT_POLICY"
+# Below this many floating-point operations per training step one thread is fastest (measured:
+# BENCHMARKS.md, "threads").
+SINGLE_THREAD_FLOPS = 2e8
+RECHECK_SECONDS = 20.0   # how often a training run re-counts the free cores
+_FIRST_SAMPLE_SECONDS = 0.2
 
 
 def set_wait_policy(policy: str = "PASSIVE") -> bool:
@@ -29,28 +43,95 @@ def set_wait_policy(policy: str = "PASSIVE") -> bool:
     return True
 
 
-# Below this many floating-point operations per training step a second thread costs more in
-# synchronization than it saves, and on a busy machine a lot more (see BENCHMARKS.md, "threads").
-SINGLE_THREAD_FLOPS = 2e8
-
-
 def step_flops(model, batch_size: int) -> float:
     """≈ FLOPs of one training step: 6 per parameter per example (forward 2, backward 4)."""
     return 6.0 * batch_size * sum(p.numel() for p in model.parameters())
 
 
+def available_cores() -> int:
+    """The cores this process may run on (its affinity), else the machine's."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+
+
 def choose_threads(flops_per_step: float | None) -> int | None:
-    """1 thread for small work, torch's default (one per core) otherwise; None when unknown."""
-    if flops_per_step is None:
-        return None
-    return 1 if flops_per_step < SINGLE_THREAD_FLOPS else None
+    """1 thread for small work; None (as many as are free) otherwise, or when unknown."""
+    if flops_per_step is not None and flops_per_step < SINGLE_THREAD_FLOPS:
+        return 1
+    return None
+
+
+class CoreMonitor:
+    """How many cores other processes keep busy, from /proc/stat and this process's CPU time.
+
+    others_busy = (Δ busy jiffies of the machine / USER_HZ − Δ CPU seconds of this process) / Δ wall time.
+    Where /proc/stat does not exist (not Linux), every core counts as free.
+    """
+
+    def __init__(self):
+        self.cores = available_cores()
+        self._last = self._sample()
+
+    @staticmethod
+    def _sample():
+        try:
+            with open("/proc/stat") as f:
+                fields = [int(v) for v in f.readline().split()[1:]]
+        except (OSError, ValueError):
+            return None
+        idle = fields[3] + (fields[4] if len(fields) > 4 else 0)  # idle + iowait
+        own = os.times()
+        return time.monotonic(), sum(fields) - idle, own.user + own.system
+
+    def free_cores(self) -> int:
+        """Cores not kept busy by other processes since the last call (at least 1)."""
+        now = self._sample()
+        if now is None or self._last is None:
+            return self.cores
+        (t0, busy0, own0), (t1, busy1, own1) = self._last, now
+        self._last = now
+        wall = t1 - t0
+        if wall <= 0:
+            return self.cores
+        hz = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+        others = max(0.0, (busy1 - busy0) / hz - (own1 - own0)) / wall
+        return max(1, min(self.cores, round(self.cores - others)))
+
+
+class ThreadGovernor:
+    """Keeps torch's pool at the threads the work and the machine allow (or at ``threads`` if pinned)."""
+
+    def __init__(self, threads: int | None = None, flops_per_step: float | None = None):
+        self.pinned = threads
+        self.cap = choose_threads(flops_per_step)
+        self.monitor = CoreMonitor() if threads is None and self.cap is None else None
+        self._last_check = -float("inf")
+        if self.monitor is not None:
+            time.sleep(_FIRST_SAMPLE_SECONDS)  # a first window to count the other processes' load in
+        self.update(force=True)
+
+    def wanted(self) -> int:
+        if self.pinned is not None:
+            return self.pinned
+        if self.cap is not None:
+            return self.cap
+        return self.monitor.free_cores()
+
+    def update(self, force: bool = False) -> int:
+        """Re-count (every RECHECK_SECONDS, or now when ``force``) and resize the pool; returns its size."""
+        import torch
+
+        now = time.monotonic()
+        if force or (self.monitor is not None and now - self._last_check >= RECHECK_SECONDS):
+            self._last_check = now
+            wanted = self.wanted()
+            if torch.get_num_threads() != wanted:
+                torch.set_num_threads(wanted)
+        return torch.get_num_threads()
 
 
 def configure(threads: int | None, flops_per_step: float | None = None) -> int:
-    """Set torch's intra-op pool: ``threads`` if given, else sized for the work; returns the count in use."""
-    import torch
-
-    wanted = threads if threads is not None else choose_threads(flops_per_step)
-    if wanted is not None and torch.get_num_threads() != wanted:
-        torch.set_num_threads(wanted)
-    return torch.get_num_threads()
+    """Set torch's pool once for a command that is not a training loop; returns the count in use."""
+    return ThreadGovernor(threads, flops_per_step).update()

@@ -397,10 +397,11 @@ def _train(cfg: RunConfig, out: Path, splits: DataSplits, folder: _Folder, gener
     tc = cfg.train
     spec = get_spec(cfg.model.kind)
     model = build_model(cfg.model, cfg.shape).to(device)
+    governor = None
     if device.type == "cpu":
-        from .threads import configure, step_flops
+        from .threads import ThreadGovernor, step_flops
 
-        configure(tc.threads, step_flops(model, tc.batch_size // world))
+        governor = ThreadGovernor(tc.threads, step_flops(model, tc.batch_size // world))
     loader = BatchLoader(splits.train, tc.batch_size, shuffle=True, drop_last=tc.drop_last,
                          dynamic_binarize=splits.binarize == "dynamic", seed=tc.seed, rank=rank, world_size=world)
     if len(loader) == 0:
@@ -517,6 +518,8 @@ def _train(cfg: RunConfig, out: Path, splits: DataSplits, folder: _Folder, gener
                     step += 1
                     if after_step is not None:
                         after_step(step)
+                    if governor is not None:
+                        governor.update()  # cheap: re-counts the free cores every RECHECK_SECONDS
                     count += 1
                     sums["loss"] = sums.get("loss", 0) + loss.detach()
                     for k, v in result.terms.items():
