@@ -22,6 +22,38 @@ from .errors import AekitError
 # each time, in the hot loop, and the data's range is checked once, up front (check_data_range).
 
 
+class FactorizedBernoulli(Independent):
+    """∏_d Bern(x_d; σ(l_d)) over the last dimension: ``Independent(Bernoulli(logits), 1)`` with a faster log_prob.
+
+        log p(x) = Σ_d [x_d l_d − softplus(l_d)]
+
+    the binary cross-entropy's own formula. When many z share one x, as in importance sampling (logits
+    (k, B, D), x (B, D)), it is computed as one batched matrix-vector product x·l and one softplus pass
+    instead of an elementwise cross-entropy over an expanded x and a sum (log p(x) with k = 1000 took
+    0.65 s instead of 1.08 s: BENCHMARKS.md, "throughput"); with one z per x, by torch's fused
+    cross-entropy kernel. Equal to Bernoulli's log_prob up to float rounding.
+    """
+
+    def __init__(self, logits: torch.Tensor):
+        super().__init__(Bernoulli(logits=logits, validate_args=False), 1, validate_args=False)
+
+    @property
+    def logits(self) -> torch.Tensor:
+        return self.base_dist.logits
+
+    def log_prob(self, value: torch.Tensor) -> torch.Tensor:
+        logits = self.logits
+        if logits.dim() == value.dim() + 1 and logits.shape[1:] == value.shape:  # (k, B, D) against (B, D)
+            xl = torch.einsum("kbd,bd->kb", logits, value.to(logits.dtype))
+            return xl - F.softplus(logits).sum(-1)
+        # One z per x (training): torch's fused cross-entropy kernel, forward and backward, is fastest.
+        return -F.binary_cross_entropy_with_logits(logits, value.expand_as(logits), reduction="none").sum(-1)
+
+    def expand(self, batch_shape, _instance=None):
+        batch_shape = torch.Size(batch_shape)
+        return FactorizedBernoulli(self.logits.expand(batch_shape + self.event_shape))
+
+
 class BernoulliLikelihood(nn.Module):
     """p(x|z) = ∏_d Bern(x_d; σ(logits_d)); −log p is the binary cross-entropy. Needs x ∈ [0, 1]."""
 
@@ -30,9 +62,9 @@ class BernoulliLikelihood(nn.Module):
     discrete = True  # a distribution over binary x: log p(x) is a log-probability (on grey x, neither)
 
     def forward(self, out: torch.Tensor) -> Distribution:
-        # validate_args=False: grey-level targets in [0, 1] are the usual practice on MNIST
+        # No argument validation: grey-level targets in [0, 1] are the usual practice on MNIST
         # (the pytorch/examples VAE), and log_prob's cross-entropy form is valid for them.
-        return Independent(Bernoulli(logits=out, validate_args=False), 1, validate_args=False)
+        return FactorizedBernoulli(out)
 
 
 class FixedGaussianLikelihood(nn.Module):

@@ -36,7 +36,7 @@ from .parts import Decoder, Encoder, LossOutput, build_decoder, build_encoder
 
 # Elements of decoder output per chunk when estimating log p(x) with many samples: bounds memory
 # (2^24 float32 ≈ 64 MB) whatever k and the batch size are.
-_LOGLIK_CHUNK_ELEMENTS = 1 << 24
+_LOGLIK_CHUNK_ELEMENTS = 1 << 22
 
 
 class _Conditioning(nn.Module):
