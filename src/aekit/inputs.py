@@ -1,6 +1,7 @@
 """What a user may hand a trained model: numpy arrays or tensors, float64 or float32, images or rows.
 
-Models compute in float32 on their own device; :func:`as_data` turns what a user passes into that,
+Models compute in their own dtype (float32 unless converted) on their own device; :func:`as_data`
+turns what a user passes into that,
 or says in one line what is wrong. ``aekit.load`` and ``aekit.train`` return models whose face
 methods (``encode``, ``decode``, ``reconstruct``, ``embed``, ``log_likelihood``, ...) convert their
 inputs this way (see :func:`accept_arrays`), so ``model.reconstruct(np_array)`` works as it reads.
@@ -28,6 +29,14 @@ def _device_of(model) -> torch.device:
     return torch.device("cpu")
 
 
+def _dtype_of(model) -> torch.dtype:
+    """The model's floating dtype (float32 unless the user converted it, e.g. with .double())."""
+    for tensor in (*model.parameters(), *model.buffers()):
+        if tensor.is_floating_point():
+            return tensor.dtype
+    return torch.float32
+
+
 def _tensor(value, what: str) -> torch.Tensor:
     if isinstance(value, torch.Tensor):
         return value
@@ -41,7 +50,7 @@ def _tensor(value, what: str) -> torch.Tensor:
 
 
 def as_data(model, x, what: str = "x") -> torch.Tensor:
-    """x as (N, D) float32 on the model's device: rows of D values, or images (N, *image_shape) flattened."""
+    """x as (N, D) in the model's dtype and device: rows of D values, or images (N, *image_shape) flattened."""
     x = _tensor(x, what)
     shape = getattr(getattr(model, "config", None), "shape", None)
     data_dim = shape.data_dim if shape is not None else None
@@ -53,13 +62,13 @@ def as_data(model, x, what: str = "x") -> torch.Tensor:
     if x.ndim != 2 or (data_dim is not None and x.shape[1] != data_dim):
         raise AekitError(f"{what} must have shape (N, {data_dim or 'D'}), got {tuple(x.shape)}; this model was "
                          f"trained on rows of {data_dim} values")
-    return x.to(device=_device_of(model), dtype=torch.float32)
+    return x.to(device=_device_of(model), dtype=_dtype_of(model))
 
 
 def as_codes(model, z, what: str = "z") -> torch.Tensor:
-    """z as float32 on the model's device, any leading shape (the decoder maps the last dimension)."""
+    """z in the model's dtype and device, any leading shape (the decoder maps the last dimension)."""
     z = _tensor(z, what)
-    return z.to(device=_device_of(model), dtype=torch.float32)
+    return z.to(device=_device_of(model), dtype=_dtype_of(model))
 
 
 def as_labels(model, y) -> torch.Tensor | None:

@@ -47,7 +47,8 @@ class FactorizedBernoulli(Independent):
             xl = torch.einsum("kbd,bd->kb", logits, value.to(logits.dtype))
             return xl - F.softplus(logits).sum(-1)
         # One z per x (training): torch's fused cross-entropy kernel, forward and backward, is fastest.
-        return -F.binary_cross_entropy_with_logits(logits, value.expand_as(logits), reduction="none").sum(-1)
+        logits, value = torch.broadcast_tensors(logits, value.to(logits.dtype))
+        return -F.binary_cross_entropy_with_logits(logits, value, reduction="none").sum(-1)
 
     def expand(self, batch_shape, _instance=None):
         batch_shape = torch.Size(batch_shape)
