@@ -22,6 +22,7 @@ FREE_ENERGY = "free_energy"        # free_energy(x): F(x) = −log Σ_h exp(−E
 SUBSPACE = "subspace"              # decoder_basis(): the (D, d) column space of a linear decoder
 CODES = "codes"                    # codes(x): discrete code indices of x (vector-quantized models)
 CORRUPTS_INPUT = "corrupts_input"  # .corruption: the model is trained to undo a corruption of its input
+CODE_PRIOR = "code_prior"          # sample_codes(n, y), log_prob(codes, y): a prior over a vq-vae's code maps
 
 DESCRIPTIONS = {
     SAMPLE: "a prior to sample from",
@@ -32,6 +33,7 @@ DESCRIPTIONS = {
     SUBSPACE: "a linear decoder subspace",
     CODES: "discrete codes",
     CORRUPTS_INPUT: "an input corruption",
+    CODE_PRIOR: "a prior over code maps",
 }
 
 

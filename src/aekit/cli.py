@@ -98,6 +98,8 @@ def _build_parser() -> argparse.ArgumentParser:
     t.add_argument("--resume", metavar="RUN", help="continue RUN from its last checkpoint (to --epochs TOTAL if given)")
     t.add_argument("--config", metavar="FILE", help="JSON file with sections model / data / train; flags override it")
     t.add_argument("--out", metavar="RUN", help="run folder to create (default runs/<model>-<data>)")
+    t.add_argument("--codes-from", metavar="RUN", help="train prior: the vq-vae run whose code maps it models "
+                                                      "(its data and codebook size come from RUN)")
     _add_data_args(t)
     _add_setting_flags(t)
 
@@ -119,6 +121,8 @@ def _build_parser() -> argparse.ArgumentParser:
     s.add_argument("--label", type=int, help="class to generate (cvae)")
     s.add_argument("-o", "--output", default="samples.png", help=".png grid or .npy array")
     s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--prior", metavar="PRIOR_RUN", help="vq-vae: draw code maps from this prior run (aekit train "
+                                                       "prior --codes-from RUN) and decode them")
 
     r = sub.add_parser("reconstruct", help="test images beside their reconstructions")
     r.add_argument("run")
@@ -161,13 +165,18 @@ def _cmd_train(a) -> None:
         print(f"run: {model.run_dir}")
         return
     base = read_config_file(a.config) if a.config else {}
-    model = a.model or base.get("model", {}).get("kind")
+    model = a.model or base.get("model", {}).get("kind") or ("prior" if a.codes_from else None)
     if not model:
         raise AekitError("name a model to train, e.g. aekit train vae --data digits (see aekit list)")
     data = a.data or base.get("data", {}).get("name", "digits")
     settings = {"data_dir": a.data_dir}
     settings.update({("data_seed" if flag == "--data-seed" else name): getattr(a, "data_seed" if flag == "--data-seed" else name)
                      for _, name, flag, _, _ in _setting_flags()})
+    # --- vqvae helper: a prior's data (code maps) and codebook size come from its --codes-from run
+    if model == "prior" or a.codes_from is not None:
+        from .models.vqvae import prior_cli_settings
+
+        data, settings = prior_cli_settings(model, a.codes_from, a.data, settings)
     cfg = api.build_config(model, data, base=base, **settings)
     from .trainer import check_names, fit
 
@@ -227,6 +236,8 @@ def _cmd_sample(a) -> None:
 
     from . import api
 
+    if a.prior is not None:  # vqvae helper: code maps from a prior run, decoded by the vq-vae
+        return _sample_with_prior(a)
     model = api.load(a.run)
     if a.n < 1:
         raise AekitError(f"-n must be >= 1, got {a.n}")
@@ -240,6 +251,30 @@ def _cmd_sample(a) -> None:
         raise AekitError("--label needs a conditional model (cvae)")
     x = model.sample(a.n, labels)
     _save_rows(x, model.config.shape.image_shape, a.output, nrow=8)
+
+
+def _sample_with_prior(a) -> None:
+    """aekit sample VQ_RUN --prior PRIOR_RUN: n code maps from the prior (timed), decoded by the vq-vae."""
+    import torch
+
+    from .models.vqvae import load_prior_pair, sample_with_prior
+
+    if a.n < 1:
+        raise AekitError(f"-n must be >= 1, got {a.n}")
+    vq, prior = load_prior_pair(a.run, a.prior)
+    labels = None
+    if prior.num_classes:
+        if a.label is not None and not 0 <= a.label < prior.num_classes:
+            raise AekitError(f"--label must be in 0..{prior.num_classes - 1}, got {a.label}")
+        labels = torch.full((a.n,), a.label) if a.label is not None else torch.arange(a.n) % prior.num_classes
+    elif a.label is not None:
+        raise AekitError(f"--label needs a class-conditional prior; {a.prior} was trained without "
+                         f"--class-conditional")
+    torch.manual_seed(a.seed)
+    result = sample_with_prior(vq, prior, a.n, labels)
+    print(f"sampled {a.n} code maps of {'x'.join(map(str, prior.code_shape))} in {result['seconds']:.2f}s "
+          f"({result['maps_per_second']:.1f} maps/s)")
+    _save_rows(result["x"], vq.config.shape.image_shape, a.output, nrow=8)
 
 
 def _cmd_reconstruct(a) -> None:

@@ -69,6 +69,18 @@ class ModelConfig:
     sparsity_weight: float = 1.0            # weight of the sparsity penalty (λ for l1, β for kl)
     sparsity_target: float = 0.05           # ρ, the target mean activation of each code unit (sparsity kl)
     contractive_weight: float = 0.0         # λ on ‖J_f(x)‖²_F, the encoder Jacobian's squared norm (cae); 0: off
+    # --- vq-vae and priors over its codes (van den Oord et al. 2017); see aekit.quantizers, aekit.pixelcnn
+    codebook_size: int = 512                # K, the number of codes (a prior's K is its vq-vae's, set by --codes-from)
+    code_dim: int = 64                      # D, the dimension of each code vector
+    commitment_weight: float = 0.25         # β on the commitment loss ‖z − sg(e)‖² (vq-vae)
+    codebook_update: str = "ema"            # loss (codebook loss ‖sg(z) − e‖²) | ema (moving averages, decay --ema-decay)
+    ema_decay: float = 0.99                 # γ of the EMA codebook updates
+    codebook_init: str = "kmeans"           # uniform (U(−1/K, 1/K)) | kmeans (k-means on encoder outputs of the first batches)
+    restart_threshold: float = 1.0          # re-seed codes used less than this many times per batch (running average); 0: never
+    residual_blocks: int = 2                # residual blocks at the code-map resolution (vq-vae conv bodies)
+    pixelcnn_layers: int = 12               # gated layers of the PixelCNN (prior over codes, --likelihood pixelcnn)
+    pixelcnn_channels: int = 64             # channels of each PixelCNN layer
+    class_conditional: bool = False         # the prior models p(codes | y), y the label (sample with --label)
 
     def __post_init__(self):
         object.__setattr__(self, "hidden_dims", tuple(int(h) for h in self.hidden_dims))
@@ -96,6 +108,18 @@ class ModelConfig:
         _check(self.sparsity != "kl" or self.code_activation == "sigmoid",
                f"--sparsity kl needs codes in (0, 1): set --code-activation sigmoid, got '{self.code_activation}'")
         _check(self.contractive_weight >= 0, f"--contractive-weight must be >= 0, got {self.contractive_weight}")
+        _check(self.codebook_size >= 2, f"--codebook-size must be >= 2 (one code carries no information), got {self.codebook_size}")
+        _check(self.code_dim >= 1, f"--code-dim must be >= 1, got {self.code_dim}")
+        _check(self.commitment_weight >= 0, f"--commitment-weight must be >= 0, got {self.commitment_weight}")
+        if self.codebook_update not in ("loss", "ema"):
+            raise unknown_choice("codebook update", self.codebook_update, ("loss", "ema"))
+        _check(0 < self.ema_decay < 1, f"--ema-decay must be in (0, 1), got {self.ema_decay}")
+        if self.codebook_init not in ("uniform", "kmeans"):
+            raise unknown_choice("codebook init", self.codebook_init, ("uniform", "kmeans"))
+        _check(self.restart_threshold >= 0, f"--restart-threshold must be >= 0 (0: no restarts), got {self.restart_threshold}")
+        _check(self.residual_blocks >= 0, f"--residual-blocks must be >= 0, got {self.residual_blocks}")
+        _check(self.pixelcnn_layers >= 1, f"--pixelcnn-layers must be >= 1, got {self.pixelcnn_layers}")
+        _check(self.pixelcnn_channels >= 1, f"--pixelcnn-channels must be >= 1, got {self.pixelcnn_channels}")
 
 
 @dataclass(frozen=True)
@@ -146,7 +170,7 @@ class DataShape:
     """What the model was built for; filled from the data at the start of training."""
 
     data_dim: int
-    image_shape: tuple[int, int, int] | None = None
+    image_shape: tuple[int, ...] | None = None   # (C, L), (C, H, W) or (C, T, H, W) for signals; None: vectors
     num_classes: int | None = None
     levels: int | None = None   # L when every value is one of k/(L−1), k = 0..L−1 (2: binary, 256: 8-bit); None: continuous
 
