@@ -162,15 +162,19 @@ class GatedPixelCNN(nn.Module):
             return t
         return t.reshape(t.shape[0], t.shape[1], 1, -1)
 
-    def forward(self, x: torch.Tensor, cond_map: torch.Tensor | None = None, y: torch.Tensor | None = None):
-        """Teacher-forced outputs for every position of ``x`` (B, C_in, *S) at once: (B, C_out, *S)."""
+    def features(self, x: torch.Tensor, cond_map: torch.Tensor | None = None, y: torch.Tensor | None = None):
+        """The horizontal stack's last output (B, p, H, W) on the layers' grid (before the output head)."""
         grid = self._grid(x)
         cond = self._grid(cond_map)
         v = h = grid
         for layer in self.layers:
             h_bias, v_bias = layer.bias_maps(cond, y, grid.shape[-2:])
             v, h = layer(v, h, h_bias, v_bias)
-        return self.head(h).reshape(x.shape[0], -1, *x.shape[2:])
+        return h
+
+    def forward(self, x: torch.Tensor, cond_map: torch.Tensor | None = None, y: torch.Tensor | None = None):
+        """Teacher-forced outputs for every position of ``x`` (B, C_in, *S) at once: (B, C_out, *S)."""
+        return self.head(self.features(x, cond_map, y)).reshape(x.shape[0], -1, *x.shape[2:])
 
     @torch.no_grad()
     def sample(self, n: int, shape: Sequence[int], draw: Callable[[torch.Tensor, int], torch.Tensor], *,

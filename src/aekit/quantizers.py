@@ -27,15 +27,17 @@ persistent changes inside ``forward``.
       N_k ← γ N_k + (1 − γ) n_k,     m_k ← γ m_k + (1 − γ) Σ_{i: k(z_i) = k} z_i,
       Ñ_k = (N_k + ε) / (Σ_j N_j + K ε) · Σ_j N_j,     e_k = m_k / Ñ_k.
   N starts at 1 and m at the initial codebook (so e starts where it was initialized).
-* Code usage: u_k ← γ_u u_k + (1 − γ_u) n_k, read bias-corrected û_k = u_k / (1 − γ_u^t) (like Adam's
-  moments), t the number of updates: the running number of assignments of code k per batch.
-* Dead-code restart: codes with û_k < ``restart_threshold`` are re-seeded from encoder outputs of the
-  current batch, drawn without replacement; their usage restarts at the mean usage.
+* Code usage: u_k ← n_k at the first update, then u_k ← γ_u u_k + (1 − γ_u) n_k: the running number
+  of assignments of code k per batch.
+* Dead-code restart: codes with u_k < ``restart_threshold`` are re-seeded from encoder outputs of the
+  current batch, drawn without replacement; their usage restarts at the mean usage, so an unused
+  restarted code survives log(threshold / mean) / log γ_u updates before it is re-seeded again.
 * k-means initialization (:meth:`VectorQuantizer.kmeans_init`): Lloyd's algorithm from a k-means++
   start on encoder outputs of the first training batches, before the first step.
 
 Under ``torch.distributed`` the counts and sums are all-reduced before they are used, and the vectors
-that restart dead codes are drawn on rank 0 and broadcast, so every rank holds the same codebook.
+that restart dead codes are drawn from the all-gathered global batch with the same seed on every rank,
+so every rank holds the same codebook, the one a single process would hold.
 """
 
 from __future__ import annotations
@@ -99,6 +101,19 @@ class Quantized:
 
 def _distributed() -> bool:
     return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
+
+
+def _all_gather_rows(x: torch.Tensor) -> torch.Tensor:
+    """The rows of every rank's ``x`` (n_r, D), concatenated in rank order (ranks may hold different n_r)."""
+    world = dist.get_world_size()
+    sizes = [torch.zeros(1, dtype=torch.long, device=x.device) for _ in range(world)]
+    dist.all_gather(sizes, torch.tensor([x.shape[0]], device=x.device))
+    most = int(max(int(s) for s in sizes))
+    padded = torch.zeros(most, *x.shape[1:], dtype=x.dtype, device=x.device)
+    padded[:x.shape[0]] = x
+    parts = [torch.empty_like(padded) for _ in range(world)]
+    dist.all_gather(parts, padded)
+    return torch.cat([part[:int(size)] for part, size in zip(parts, sizes)])
 
 
 class VectorQuantizer(nn.Module):
@@ -176,11 +191,8 @@ class VectorQuantizer(nn.Module):
 
     # ------------------------------------------------------------------ updates after an optimizer step
     def usage_estimate(self) -> torch.Tensor:
-        """û (K,): bias-corrected running assignments per batch (zeros before the first update)."""
-        t = int(self.updates)
-        if t == 0:
-            return torch.zeros_like(self.usage)
-        return self.usage / (1.0 - USAGE_DECAY ** t)
+        """u (K,): the running assignments of each code per batch (zeros before the first update)."""
+        return self.usage
 
     @torch.no_grad()
     def apply_statistics(self) -> dict[str, int]:
@@ -196,8 +208,11 @@ class VectorQuantizer(nn.Module):
             packed = counts[:, None] if sums is None else torch.cat([counts[:, None], sums], 1)  # (K, 1[+D])
             dist.all_reduce(packed)
             counts, sums = packed[:, 0], None if sums is None else packed[:, 1:]
+        if int(self.updates) == 0:
+            self.usage.copy_(counts)
+        else:
+            self.usage.mul_(USAGE_DECAY).add_(counts, alpha=1 - USAGE_DECAY)
         self.updates += 1
-        self.usage.mul_(USAGE_DECAY).add_(counts, alpha=1 - USAGE_DECAY)
         if self.update == "ema":
             self.ema_count.mul_(self.decay).add_(counts, alpha=1 - self.decay)
             self.ema_sum.mul_(self.decay).add_(sums, alpha=1 - self.decay)
@@ -220,19 +235,18 @@ class VectorQuantizer(nn.Module):
         # RNG stream (reparameterization noise elsewhere) is left untouched.
         from .data.transforms import derive_seed, seeded_generator
 
+        if _distributed():  # the global batch, in rank order: what one process would have seen
+            vectors = _all_gather_rows(vectors)
         g = seeded_generator(derive_seed("vq-restart", int(self.updates)))
         rows = vectors.shape[0]
         pick = torch.randperm(rows, generator=g)[:n] if rows >= n else torch.randint(rows, (n,), generator=g)
-        chosen = vectors[pick.to(vectors.device)].to(self.codebook.dtype)  # (n, D)
-        if _distributed():
-            dist.broadcast(chosen, src=0)
+        chosen = vectors[pick.to(vectors.device)].to(self.codebook.dtype)  # (n, D), the same on every rank
         self.codebook.data[dead] = chosen
         if self.update == "ema":
             self.ema_count[dead] = 1.0
             self.ema_sum[dead] = chosen
-        # A re-seeded code gets the mean usage, so it has ~ log(mean/threshold)/−log γ_u updates to attract vectors.
-        t = int(self.updates)
-        self.usage[dead] = usage.mean() * (1.0 - USAGE_DECAY ** t)
+        # A re-seeded code gets the mean usage: log(mean/threshold)/−log γ_u updates to attract vectors.
+        self.usage[dead] = usage.mean()
         self.restarts += n
         return n
 
