@@ -199,7 +199,7 @@ class CodeMapEncoderBody(nn.Module):
     widths gives a 7×7 map. Sequences, images and clips differ only in ``spatial_dims``.
     """
 
-    def __init__(self, image_shape, code_dim: int, widths: Sequence[int] = (64, 128), residual_blocks: int = 2,
+    def __init__(self, image_shape, code_dim: int, widths: Sequence[int] = (32, 64), residual_blocks: int = 2,
                  act: str = "relu", spatial_dims: int | None = None, body: str = "conv"):
         super().__init__()
         if not widths:
@@ -230,7 +230,7 @@ class CodeMapDecoderBody(nn.Module):
     transposed convolution (kernel 4) per width, in reverse order, the last to P·C channels.
     """
 
-    def __init__(self, image_shape, code_dim: int, params_per_dim: int, widths: Sequence[int] = (64, 128),
+    def __init__(self, image_shape, code_dim: int, params_per_dim: int, widths: Sequence[int] = (32, 64),
                  residual_blocks: int = 2, act: str = "relu", spatial_dims: int | None = None, body: str = "conv"):
         super().__init__()
         dims = spatial_dims or conv_spatial_dims(body, image_shape)

@@ -30,8 +30,9 @@ persistent changes inside ``forward``.
 * Code usage: u_k ← n_k at the first update, then u_k ← γ_u u_k + (1 − γ_u) n_k: the running number
   of assignments of code k per batch.
 * Dead-code restart: codes with u_k < ``restart_threshold`` are re-seeded from encoder outputs of the
-  current batch, drawn without replacement; their usage restarts at the mean usage, so an unused
-  restarted code survives log(threshold / mean) / log γ_u updates before it is re-seeded again.
+  current batch, drawn without replacement; their usage restarts at twice the threshold, so a
+  re-seeded code that attracts nothing is re-seeded again after log 2 / −log γ_u ≈ 7 updates (codes
+  stranded by the moving encoder early in training are recycled quickly).
 * k-means initialization (:meth:`VectorQuantizer.kmeans_init`): Lloyd's algorithm from a k-means++
   start on encoder outputs of the first training batches, before the first step.
 
@@ -52,7 +53,9 @@ from .errors import AekitError, unknown_choice
 
 # Largest (rows × K) block of distances computed at once: 2^22 float32 = 16 MB, whatever N and K are.
 CHUNK_ELEMENTS = 1 << 22
-USAGE_DECAY = 0.99          # γ_u of the usage average (about the last 100 batches)
+USAGE_DECAY = 0.9           # γ_u of the usage average (about the last 10 batches)
+RESTART_USAGE = 2.0         # a re-seeded code starts at this many times the restart threshold
+LIVE_USAGE = 1.0            # a code is "live" while its running usage is at least one assignment per batch
 UPDATES = ("loss", "ema")
 INITS = ("uniform", "kmeans")
 
@@ -169,6 +172,11 @@ class VectorQuantizer(nn.Module):
         b, d = z.shape[:2]
         if d != self.code_dim:
             raise AekitError(f"the encoder gives {d}-dimensional vectors but the codebook holds {self.code_dim}")
+        # float32 whatever the autocast: bfloat16 distances would pick wrong codes and round the EMA sums.
+        with torch.autocast(z.device.type, enabled=False):
+            return self._quantize(z.float(), b, d)
+
+    def _quantize(self, z: torch.Tensor, b: int, d: int) -> Quantized:
         flat = z.movedim(1, -1).reshape(-1, d)  # (B·∏S, D)
         indices = nearest_codes(flat.detach(), self.codebook.detach(), self.chunk_elements)  # (B·∏S,)
         e = self.codebook[indices]  # (B·∏S, D); carries the codebook gradient only with update="loss"
@@ -245,8 +253,8 @@ class VectorQuantizer(nn.Module):
         if self.update == "ema":
             self.ema_count[dead] = 1.0
             self.ema_sum[dead] = chosen
-        # A re-seeded code gets the mean usage: log(mean/threshold)/−log γ_u updates to attract vectors.
-        self.usage[dead] = usage.mean()
+        # A re-seeded code has log(RESTART_USAGE)/−log γ_u ≈ 7 updates to attract vectors before the next restart.
+        self.usage[dead] = RESTART_USAGE * self.restart_threshold
         self.restarts += n
         return n
 

@@ -118,7 +118,7 @@ SPECS: dict[str, ModelSpec] = {spec.kind: spec for spec in (
               initialize=_pretrain_deep_ae),
     ModelSpec("vq-vae", "vector-quantized autoencoder: K codes (--codebook-size), EMA / codebook loss, restarts, "
               "k-means init; code maps in 1-D, 2-D, 3-D", _build_vqvae, _vqvae_settings,
-              defaults={"body": "conv", "hidden_dims": (64, 128)}, train_defaults={"lr": 1e-3},
+              defaults={"body": "conv", "hidden_dims": (32, 64)}, train_defaults={"lr": 1e-3},
               initialize=_initialize_vqvae),
     ModelSpec("prior", "PixelCNN prior over a vq-vae's code maps (aekit train prior --codes-from RUN; "
               "sample with aekit sample RUN --prior PRIOR)", _build_prior, _prior_settings,

@@ -41,7 +41,7 @@ from ..likelihoods import likelihood_for
 from ..nets import (CodeMapDecoderBody, CodeMapEncoderBody, VectorCodeDecoderBody, VectorCodeEncoderBody,
                     conv_spatial_dims)
 from ..pixelcnn import AutoregressiveModel
-from ..quantizers import Quantized, VectorQuantizer, codebook_perplexity_and_usage, perplexity
+from ..quantizers import LIVE_USAGE, Quantized, VectorQuantizer, codebook_perplexity_and_usage, perplexity
 from .parts import LossOutput
 
 _LAYOUT = {2: "sequences", 3: "images", 4: "clips"}
@@ -127,7 +127,7 @@ class VQVAE(nn.Module):
         """Per-example loss (B,): −log p(x|z_q) [+ ‖sg(z) − e‖²] + β‖z − sg(e)‖², and its terms."""
         total, terms = self._terms(x)
         if self.training:
-            live = (self.quantizer.usage_estimate() >= max(self.quantizer.restart_threshold, 1e-12)).sum()
+            live = (self.quantizer.usage_estimate() >= LIVE_USAGE).sum()  # codes used ≥ once per batch, running
             terms["live_codes"] = live.to(total.dtype).expand(x.shape[0])
         return LossOutput(total, terms)
 
