@@ -104,6 +104,7 @@ def main():
             c = np.sort(np.array(c))[::-1]
             ax.bar(np.arange(len(c)), np.where(c > 0, c, np.nan), width=1.0)
             ax.set_yscale("log")
+            ax.set_xlim(-0.5, len(c) - 0.5)  # unused codes are the empty right end
             ax.set_title(f"{name}\n{rows[name]['codes_used']}/{len(c)} used", fontsize=9)
             ax.set_xlabel("code (sorted)")
         axes[0, 0].set_ylabel("test assignments")

@@ -412,7 +412,10 @@ def draw_code_model_figures(model, splits, out: Path, history: list[dict], n: in
             else:
                 save_point_comparison(test.x[:2000], model.reconstruct(test.x[:2000]), out / "reconstructions.png",
                                       "reconstructions")
-            save_code_usage(code_counts(model, test.x), out / "code_usage.png", "test split: ")
+            # The whole split at the end; during training the first 2000 images keep figures cheap.
+            rows = test.x if curves else test.x[:2000]
+            save_code_usage(code_counts(model, rows), out / "code_usage.png",
+                            "test split: " if len(rows) == len(test.x) else f"{len(rows)} test images: ")
             save_code_maps(x, model.codes(x[:8]), shape, model.num_codes, out / "code_map.png")
     if curves:
         save_curves(history, out / "curves.png")
