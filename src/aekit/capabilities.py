@@ -23,6 +23,7 @@ SUBSPACE = "subspace"              # decoder_basis(): the (D, d) column space of
 CODES = "codes"                    # codes(x): discrete code indices of x (vector-quantized models)
 CORRUPTS_INPUT = "corrupts_input"  # .corruption: the model is trained to undo a corruption of its input
 MISSING_DATA = "missing_data"      # trains and scores on data with NaN marking missing entries (they leave the likelihood)
+CODE_PRIOR = "code_prior"          # sample_codes(n, y), log_prob(codes, y): a prior over a vq-vae's code maps
 
 DESCRIPTIONS = {
     SAMPLE: "prior to sample from",
@@ -34,6 +35,7 @@ DESCRIPTIONS = {
     CODES: "discrete codes",
     CORRUPTS_INPUT: "input corruption",
     MISSING_DATA: "support for missing entries (NaN)",
+    CODE_PRIOR: "prior over code maps",
 }
 
 

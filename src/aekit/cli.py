@@ -152,6 +152,8 @@ def _build_parser(kind: str | None = None) -> argparse.ArgumentParser:
     t.add_argument("--config", metavar="FILE", help="JSON file with sections model / data / train; flags override it")
     t.add_argument("--out", metavar="RUN", help="run folder to create, new or empty (default runs/<model>-<data>)")
     t.add_argument("--force", action="store_true", help="write the run into a non-empty folder that is not a run")
+    t.add_argument("--codes-from", metavar="RUN", help="train prior: the vq-vae run whose code maps it models "
+                                                      "(its data and codebook size come from RUN)")
     _add_data_args(t)
     _add_setting_flags(t, kind)
 
@@ -173,6 +175,8 @@ def _build_parser(kind: str | None = None) -> argparse.ArgumentParser:
     s.add_argument("--label", type=int, help="class to generate (cvae)")
     s.add_argument("-o", "--output", default="samples.png", help=".png / .jpg grid, or .npy array")
     s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--prior", metavar="PRIOR_RUN", help="vq-vae: draw code maps from this prior run (aekit train "
+                                                       "prior --codes-from RUN) and decode them")
 
     r = sub.add_parser("reconstruct", help="test images beside their reconstructions")
     r.add_argument("run")
@@ -229,10 +233,14 @@ def _cmd_train(a) -> None:
         run_dir = model.run_dir
     else:
         base = read_config_file(a.config) if a.config else {}
-        kind = a.model or base.get("model", {}).get("kind")
+        kind = a.model or base.get("model", {}).get("kind") or ("prior" if a.codes_from else None)
         if not kind:
             raise AekitError("name a model to train, e.g. aekit train vae --data digits (see aekit list)")
         data = a.data or base.get("data", {}).get("name", "digits")
+        if kind == "prior" or a.codes_from is not None:  # a prior's data (code maps) and codebook come from its run
+            from .models.vqvae import prior_cli_settings
+
+            data, given = prior_cli_settings(kind, a.codes_from, a.data, given)
         model = api.train(kind, data, out=a.out, force=a.force, base=base, **given)
         run_dir = model.run_dir
     if distributed_context()[0] == 0:
@@ -295,12 +303,19 @@ def _cmd_sample(a) -> None:
 
     from . import api
 
+    if a.prior is not None:  # code maps from a prior run, decoded by the vq-vae
+        return _sample_with_prior(a)
     from .capabilities import SAMPLE, require
     from .plots import save_class_samples
 
     if a.n < 1:
         raise AekitError(f"-n must be >= 1, got {a.n}")
     model = api.load(a.run)
+    from .capabilities import CODES, has
+
+    if has(model, CODES) and not has(model, SAMPLE):
+        raise AekitError(f"{a.run} is a vq-vae and has no prior over its codes of its own; train one with aekit train "
+                         f"prior --codes-from {a.run}, then sample with aekit sample {a.run} --prior PRIOR_RUN")
     require(model, SAMPLE, "aekit sample")
     torch.manual_seed(a.seed)
     labels, labelled, n = None, None, a.n
@@ -319,6 +334,30 @@ def _cmd_sample(a) -> None:
         raise AekitError("--label needs a conditional model (cvae)")
     x = model.sample(n, labels)
     _save_rows(x, shape, a.output, nrow=8, labelled=labelled)
+
+
+def _sample_with_prior(a) -> None:
+    """aekit sample VQ_RUN --prior PRIOR_RUN: n code maps from the prior (timed), decoded by the vq-vae."""
+    import torch
+
+    from .models.vqvae import load_prior_pair, sample_with_prior
+
+    if a.n < 1:
+        raise AekitError(f"-n must be >= 1, got {a.n}")
+    vq, prior = load_prior_pair(a.run, a.prior)
+    labels = None
+    if prior.num_classes:
+        if a.label is not None and not 0 <= a.label < prior.num_classes:
+            raise AekitError(f"--label must be in 0..{prior.num_classes - 1}, got {a.label}")
+        labels = torch.full((a.n,), a.label) if a.label is not None else torch.arange(a.n) % prior.num_classes
+    elif a.label is not None:
+        raise AekitError(f"--label needs a class-conditional prior; {a.prior} was trained without "
+                         f"--class-conditional")
+    torch.manual_seed(a.seed)
+    result = sample_with_prior(vq, prior, a.n, labels)
+    print(f"sampled {a.n} code maps of {'x'.join(map(str, prior.code_shape))} in {result['seconds']:.2f}s "
+          f"({result['maps_per_second']:.1f} maps/s)")
+    _save_rows(result["x"], vq.config.shape.image_shape, a.output, nrow=8)
 
 
 def _cmd_reconstruct(a) -> None:

@@ -96,6 +96,19 @@ class ModelConfig:
     algorithm: str = "wake-sleep"           # how helmholtz is trained: wake-sleep | reweighted-wake-sleep (--iw-samples K) | elbo (--estimator)
     track_grad_variance: bool = False       # log grad_log_variance: the encoder gradient's log-variance from running averages of g and g²
 
+    # --- vq-vae and priors over its codes (van den Oord et al. 2017); see aekit.quantizers, aekit.pixelcnn
+    codebook_size: int = 512                # K, the number of codes (a prior's K is its vq-vae's, set by --codes-from)
+    code_dim: int = 64                      # D, the dimension of each code vector
+    commitment_weight: float = 0.25         # β on the commitment loss ‖z − sg(e)‖² (vq-vae)
+    codebook_update: str = "ema"            # loss (codebook loss ‖sg(z) − e‖²) | ema (moving averages, decay --ema-decay)
+    ema_decay: float = 0.99                 # γ of the EMA codebook updates
+    codebook_init: str = "kmeans"           # uniform (U(−1/K, 1/K)) | kmeans (k-means on encoder outputs of the first batches)
+    restart_threshold: float = 1.0          # re-seed codes used less than this many times per batch (running average); 0: never
+    residual_blocks: int = 2                # residual blocks at the code-map resolution (vq-vae conv bodies)
+    pixelcnn_layers: int = 12               # gated layers of the PixelCNN (prior over codes, --likelihood pixelcnn)
+    pixelcnn_channels: int = 64             # channels of each PixelCNN layer
+    class_conditional: bool = False         # the prior models p(codes | y), y the label (sample with --label)
+
     def __post_init__(self):
         object.__setattr__(self, "hidden_dims", tuple(int(h) for h in self.hidden_dims))
         _check(self.latent_dim >= 1, f"--latent-dim must be >= 1, got {self.latent_dim}")
@@ -136,6 +149,18 @@ class ModelConfig:
                f"--prior {self.prior} is for discrete latents (--latent bernoulli | categorical); a Gaussian latent "
                f"takes --prior normal")
         check_estimator_settings(self)
+        _check(self.codebook_size >= 2, f"--codebook-size must be >= 2 (one code carries no information), got {self.codebook_size}")
+        _check(self.code_dim >= 1, f"--code-dim must be >= 1, got {self.code_dim}")
+        _check(self.commitment_weight >= 0, f"--commitment-weight must be >= 0, got {self.commitment_weight}")
+        if self.codebook_update not in ("loss", "ema"):
+            raise unknown_choice("codebook update", self.codebook_update, ("loss", "ema"))
+        _check(0 < self.ema_decay < 1, f"--ema-decay must be in (0, 1), got {self.ema_decay}")
+        if self.codebook_init not in ("uniform", "kmeans"):
+            raise unknown_choice("codebook init", self.codebook_init, ("uniform", "kmeans"))
+        _check(self.restart_threshold >= 0, f"--restart-threshold must be >= 0 (0: no restarts), got {self.restart_threshold}")
+        _check(self.residual_blocks >= 0, f"--residual-blocks must be >= 0, got {self.residual_blocks}")
+        _check(self.pixelcnn_layers >= 1, f"--pixelcnn-layers must be >= 1, got {self.pixelcnn_layers}")
+        _check(self.pixelcnn_channels >= 1, f"--pixelcnn-channels must be >= 1, got {self.pixelcnn_channels}")
 
 
 @dataclass(frozen=True)
@@ -186,7 +211,7 @@ class DataShape:
     """What the model was built for; filled from the data at the start of training."""
 
     data_dim: int
-    image_shape: tuple[int, int, int] | None = None
+    image_shape: tuple[int, ...] | None = None   # (C, L), (C, H, W) or (C, T, H, W) for signals; None: vectors
     num_classes: int | None = None
     levels: int | None = None   # L when every value is one of k/(L−1), k = 0..L−1 (2: binary, 256: 8-bit); None: continuous
     fingerprint: str | None = None  # digest of the data (aekit.trainer.data_fingerprint): resume checks it

@@ -13,7 +13,7 @@ import math
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.distributions import Bernoulli, ContinuousBernoulli, Distribution, Independent, Normal
+from torch.distributions import Bernoulli, Categorical, ContinuousBernoulli, Distribution, Independent, Normal
 
 from .errors import AekitError
 
@@ -111,26 +111,106 @@ class ContinuousBernoulliLikelihood(nn.Module):
         return Independent(ContinuousBernoulli(logits=out, validate_args=False), 1, validate_args=False)
 
 
+class CategoricalLikelihood(nn.Module):
+    """p(x) = ∏_d Cat(x_d; softmax(logits_d)) for integer data x_d ∈ {0, …, K−1} (code maps).
+
+    ``params_per_dim`` = K logits per dimension, parameter-major like every head: out (..., K·D).
+    """
+
+    data_range = None  # integers 0..K−1, checked by the code data set that makes them
+
+    def __init__(self, num_values: int | None = None):
+        super().__init__()
+        if num_values is None:
+            raise AekitError("the categorical likelihood is for integer data such as code maps (the prior's); "
+                             "use bernoulli or gaussian for images and vectors")
+        self.num_values = self.params_per_dim = int(num_values)
+
+    def forward(self, out: torch.Tensor) -> Distribution:
+        logits = out.unflatten(-1, (self.num_values, -1)).transpose(-1, -2)  # (..., D, K)
+        return _IntegerIndependent(Categorical(logits=logits, validate_args=False), 1, validate_args=False)
+
+
+class _IntegerIndependent(Independent):
+    """Independent categoricals that accept their integer values stored as floats (the data rows)."""
+
+    def log_prob(self, value):
+        return super().log_prob(value.round().long())
+
+
+class PixelCNNLikelihood(nn.Module):
+    """p(x|z) = ∏_i Bern(x_i; σ(PixelCNN(x_<i, h(z))_i)): an autoregressive decoder (PixelVAE-style).
+
+    The decoder body gives ``params_per_dim`` feature maps per data channel, h(z) of shape (P·C, *S),
+    and every gated layer of a :class:`~aekit.pixelcnn.GatedPixelCNN` reads them through a 1-wide
+    convolution (Gulrajani et al. 2017; van den Oord et al. 2016, eq. 5). ``log_prob`` is one masked
+    pass (teacher forcing); sampling is ancestral with cached activations (see :mod:`aekit.pixelcnn`).
+    Images use the 2-D gated PixelCNN; sequences, clips and vectors the 1-D causal one in raster order.
+    Needs binary data (binarize grey images, e.g. ``--binarize dynamic``).
+    """
+
+    data_range = (0.0, 1.0)
+    params_per_dim = 4  # conditioning feature maps per data channel
+
+    def __init__(self, image_shape=None, data_dim: int | None = None, channels: int = 64, layers: int = 12):
+        super().__init__()
+        from .pixelcnn import AutoregressiveModel  # pixelcnn imports this module's errors only
+
+        if image_shape is None:
+            if data_dim is None:
+                raise AekitError("the pixelcnn likelihood needs the data's shape")
+            image_shape = (1, data_dim)  # vectors: one channel, a sequence of D values
+        self.image_shape = tuple(int(v) for v in image_shape)
+        c, *spatial = self.image_shape
+        self.model = AutoregressiveModel(spatial, channels=c, hidden_channels=channels, layers=layers,
+                                         cond_channels=self.params_per_dim * c)
+
+    def forward(self, out: torch.Tensor) -> Distribution:
+        from .pixelcnn import AutoregressiveDistribution
+
+        lead = out.shape[:-1]
+        cond = out.reshape(-1, self.params_per_dim * self.image_shape[0], *self.image_shape[1:])  # (N, P·C, *S)
+        return AutoregressiveDistribution(self.model, cond, None, lead, math.prod(self.image_shape))
+
+
 LIKELIHOODS = {
     "bernoulli": BernoulliLikelihood,
     "gaussian": FixedGaussianLikelihood,
     "gaussian-learned": LearnedGaussianLikelihood,
     "continuous-bernoulli": ContinuousBernoulliLikelihood,
+    "pixelcnn": PixelCNNLikelihood,
+    "categorical": CategoricalLikelihood,
 }
 LIKELIHOOD_HELP = {
     "bernoulli": "Bernoulli from logits (binary cross-entropy); data in [0, 1]",
     "gaussian": "Gaussian with fixed sigma (--sigma; squared error)",
     "gaussian-learned": "Gaussian with a learned per-dimension sigma (floored at 1e-3)",
     "continuous-bernoulli": "continuous Bernoulli, normalized for data in [0, 1]",
+    "pixelcnn": "autoregressive Bernoulli pixels from a gated PixelCNN fed with decoder features "
+                "(PixelVAE-style; --pixelcnn-layers, --pixelcnn-channels; binary data)",
+    "categorical": "one of K values per dimension (integer data: the prior over VQ-VAE code maps)",
 }
 
 
-def build_likelihood(name: str, sigma: float = 1.0) -> nn.Module:
+def build_likelihood(name: str, sigma: float = 1.0, *, image_shape=None, data_dim: int | None = None,
+                     num_values: int | None = None, pixelcnn_channels: int = 64, pixelcnn_layers: int = 12) -> nn.Module:
     from .errors import unknown_choice
 
     if name not in LIKELIHOODS:
         raise unknown_choice("likelihood", name, LIKELIHOODS)
-    return LIKELIHOODS[name](sigma) if name == "gaussian" else LIKELIHOODS[name]()
+    if name == "gaussian":
+        return LIKELIHOODS[name](sigma)
+    if name == "pixelcnn":
+        return PixelCNNLikelihood(image_shape, data_dim, pixelcnn_channels, pixelcnn_layers)
+    if name == "categorical":
+        return CategoricalLikelihood(num_values)
+    return LIKELIHOODS[name]()
+
+
+def likelihood_for(cfg, shape) -> nn.Module:
+    """The likelihood head a ModelConfig asks for, on data of DataShape ``shape``."""
+    return build_likelihood(cfg.likelihood, cfg.sigma, image_shape=shape.image_shape, data_dim=shape.data_dim,
+                            pixelcnn_channels=cfg.pixelcnn_channels, pixelcnn_layers=cfg.pixelcnn_layers)
 
 
 def check_data_range(name: str, x: torch.Tensor, what: str = "the data") -> None:

@@ -61,6 +61,8 @@ def save_image_grid(x: torch.Tensor, image_shape, path: Path, nrow: int = 8, sca
     it costs milliseconds. The format follows the suffix (.png, .jpg).
     """
     fmt = image_format(path)
+    if len(image_shape) != 3:  # sequences (C, L) and clips (C, T, H, W) are drawn their own way
+        return save_signal_rows(x, image_shape, path, nrow=nrow, scale=scale)
     images = x.detach().float().cpu().clamp(0, 1).reshape(-1, *image_shape).numpy()
     grid = tile(images, nrow)
     scale = scale or max(1, 84 // image_shape[1])  # small images (8×8 digits) drawn larger
@@ -294,6 +296,10 @@ def draw_run_figures(model, splits, out: Path, history: list[dict], n: int = 64,
     """The figures a run folder gets each epoch: samples, reconstructions, latent map, manifold
     (and the training curves when ``curves``: the trainer draws those at the end, as ``aekit plot`` does)."""
     out = Path(out)
+    from .capabilities import CODE_PRIOR, CODES  # code models draw their own figures (draw_code_model_figures)
+
+    if has(model, CODES) or has(model, CODE_PRIOR):
+        return draw_code_model_figures(model, splits, out, history, curves=curves)
     was_training = model.training
     model.eval()
     test = splits.test
@@ -531,3 +537,194 @@ def save_traversals(grid: torch.Tensor, image_shape, path: Path, row_labels: lis
     """A traversal figure: ``grid`` (rows, S, D), one latent dimension per row, labelled (e.g. 'z3  KL 1.92')."""
     rows = [(label, grid[i]) for i, label in enumerate(row_labels)]
     save_image_rows(rows, image_shape, path)
+
+
+# ============================================================================= signals (1-D, 3-D) and code models (vq-vae, priors)
+def save_signal_rows(x: torch.Tensor, shape, path: Path, nrow: int = 8, scale: int | None = None) -> None:
+    """Rows of ``x`` (N, D) as signals of ``shape``: sequences (C, L) as small line plots, ``nrow`` per
+    row of the figure; clips (C, T, H, W) as one row of T frames per clip (``nrow`` is ignored)."""
+    x = x.detach().float().cpu()
+    if len(shape) == 4:
+        c, t, h, w = shape
+        frames = x.clamp(0, 1).reshape(-1, c, t, h, w).transpose(1, 2).reshape(-1, c, h, w).numpy()  # (N·T, C, H, W)
+        grid = tile(frames, t)
+        scale = scale or max(1, 56 // h)
+        grid = np.kron(grid, np.ones((scale, scale) + (() if grid.ndim == 2 else (1,)), dtype=grid.dtype))
+        atomic_write(Path(path), lambda f: plt.imsave(f, grid, cmap="gray" if grid.ndim == 2 else None,
+                                                      vmin=0, vmax=1, format="png"))
+        return
+    if len(shape) != 2:
+        raise ValueError(f"signal shape must be (C, L) or (C, T, H, W), got {shape}")
+    c, length = shape
+    series = x.reshape(-1, c, length).numpy()
+    rows = math.ceil(len(series) / nrow)
+    fig, axes = plt.subplots(rows, nrow, figsize=(1.6 * nrow, 0.9 * rows), squeeze=False, sharex=True, sharey=True)
+    for i, ax in enumerate(axes.flat):
+        ax.set_xticks([])
+        ax.set_yticks([])
+        if i < len(series):
+            for ch in range(c):
+                ax.plot(series[i, ch], lw=0.8)
+        else:
+            ax.axis("off")
+    fig.subplots_adjust(wspace=0.05, hspace=0.05, left=0.01, right=0.99, top=0.99, bottom=0.01)
+    _save(fig, path)
+
+
+def save_code_usage(counts: torch.Tensor, path: Path, title: str = "") -> None:
+    """Code-usage histogram: assignments of each code over a split, codes sorted by use (log scale)."""
+    counts = counts.detach().double().cpu()
+    k = counts.numel()
+    order = counts.sort(descending=True).values.numpy()
+    p = counts / counts.sum().clamp_min(1)
+    used = int((counts > 0).sum())
+    ppl = float(torch.exp(-(p * p.clamp_min(1e-30).log()).sum()))
+    fig, ax = plt.subplots(figsize=(6, 3.2))
+    ax.bar(np.arange(k), np.where(order > 0, order, np.nan), width=1.0, color="tab:blue")  # unused codes: no bar
+    ax.set_yscale("log")
+    ax.set_ylim(bottom=0.8)
+    ax.set_xlim(-0.5, k - 0.5)
+    ax.set_xlabel("code (sorted by use)")
+    ax.set_ylabel("assignments")
+    ax.set_title(f"{title}codes used {used}/{k}, usage perplexity {ppl:.1f}", fontsize=10)
+    fig.tight_layout()
+    _save(fig, path)
+
+
+def save_code_curves(history: list[dict], path: Path) -> None:
+    """Codebook health during training: batch perplexity, codes in a batch, live codes (running usage)."""
+    if not history:
+        return
+    steps = [h["step"] for h in history]
+    panels = [("perplexity", "batch perplexity"), ("codes_in_batch", "codes used in a batch"),
+              ("live_codes", "live codes (running usage)"), ("nll", "prior NLL (nats / map)")]
+    panels = [(k, t) for k, t in panels if any(f"train/{k}" in h or f"val/{k}" in h for h in history)]
+    if not panels:
+        return
+    fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 3.2), squeeze=False)
+    for ax, (key, title) in zip(axes[0], panels):
+        for split, style in (("train", "-"), ("val", "--")):
+            values = [h.get(f"{split}/{key}") for h in history]
+            if any(v is not None for v in values):
+                ax.plot(steps, values, style, marker=".", label=split)
+        ax.set_title(title)
+        ax.set_xlabel("step")
+        ax.legend()
+    fig.tight_layout()
+    _save(fig, path)
+
+
+def save_code_maps(x: torch.Tensor, codes: torch.Tensor, image_shape, num_codes: int, path: Path) -> None:
+    """Inputs above their code maps (each code index a colour): 2-D maps as images, 1-D maps as strips,
+    3-D maps as their frames side by side."""
+    n = min(len(x), 8)
+    codes = codes[:n].detach().cpu()
+    if codes.dim() == 2:
+        maps = codes[:, None, :].numpy()  # (n, 1, L)
+    elif codes.dim() == 3:
+        maps = codes.numpy()
+    else:  # (n, T', H', W') → frames side by side
+        maps = np.concatenate([np.pad(codes[:, t].numpy().astype(float), ((0, 0), (0, 0), (0, 1)),
+                                      constant_values=np.nan) for t in range(codes.shape[1])], axis=2)
+    fig, axes = plt.subplots(2, n, figsize=(1.7 * n, 3.6), squeeze=False)
+    for i in range(n):
+        top, bottom = axes[0, i], axes[1, i]
+        signal = x[i].detach().float().cpu()
+        if image_shape is not None and len(image_shape) == 3:
+            img = signal.reshape(image_shape).clamp(0, 1).permute(1, 2, 0).numpy()
+            top.imshow(img[..., 0] if img.shape[-1] == 1 else img, cmap="gray", vmin=0, vmax=1)
+        elif image_shape is not None and len(image_shape) == 4:
+            c, t, h, w = image_shape
+            frames = signal.reshape(c, t, h, w)[0].clamp(0, 1).numpy()  # first channel, (T, H, W)
+            top.imshow(np.concatenate(list(frames), axis=1), cmap="gray", vmin=0, vmax=1)
+        else:
+            top.plot(signal.numpy().reshape(-1), lw=0.8)
+        bottom.imshow(maps[i], cmap="nipy_spectral", vmin=0, vmax=num_codes - 1, interpolation="nearest",
+                      aspect="auto" if maps[i].shape[0] == 1 else "equal")
+        for ax in (top, bottom):
+            ax.set_xticks([])
+            ax.set_yticks([])
+    axes[1, 0].set_ylabel("codes")
+    fig.tight_layout()
+    _save(fig, path)
+
+
+def save_prior_samples(prior_x: torch.Tensor, uniform_x: torch.Tensor, image_shape, path: Path,
+                       nrow: int = 8) -> None:
+    """Samples decoded from prior code maps beside samples decoded from uniformly random codes."""
+    def panel(x):
+        x = x.detach().float().cpu().clamp(0, 1)
+        if len(image_shape) == 3:
+            return tile(x.reshape(-1, *image_shape).numpy(), nrow)
+        if len(image_shape) == 4:
+            c, t, h, w = image_shape
+            return tile(x[:nrow].reshape(-1, c, t, h, w).transpose(1, 2).reshape(-1, c, h, w).numpy(), t)
+        return None
+
+    left, right = panel(prior_x), panel(uniform_x)
+    if left is None:  # sequences: line plots, one file each side
+        save_signal_rows(torch.cat([prior_x[:16], uniform_x[:16]]), image_shape, path, nrow=8)
+        return
+    fig, axes = plt.subplots(1, 2, figsize=(9, 4.8))
+    for ax, grid, title in ((axes[0], left, "codes from the prior"), (axes[1], right, "uniformly random codes")):
+        ax.imshow(grid, cmap="gray" if grid.ndim == 2 else None, vmin=0, vmax=1)
+        ax.set_title(title)
+        ax.axis("off")
+    fig.tight_layout()
+    _save(fig, path)
+
+
+@torch.no_grad()
+def draw_code_model_figures(model, splits, out: Path, history: list[dict], n: int = 64, curves: bool = True) -> None:
+    """Figures of a vq-vae run (reconstructions, code usage, code maps) or of a prior run (its samples
+    through the vq-vae beside uniform codes), and the codebook / NLL curves."""
+    from .capabilities import CODE_PRIOR
+
+    out = Path(out)
+    was_training = model.training
+    model.eval()
+    test = splits.test
+    device = test.x.device
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        torch.manual_seed(FIGURE_SEED)
+        if has(model, CODE_PRIOR):
+            _draw_prior_figures(model, out, n, device)
+        else:
+            from .models.vqvae import code_counts
+
+            x = test.x[:n]
+            recon = model.reconstruct(x)
+            shape = test.image_shape
+            if shape is not None:
+                half = min(len(x), 32 if len(shape) != 4 else 8)
+                pairs = torch.stack([x[:half], recon[:half]], 1).reshape(-1, x.shape[1])  # input, reconstruction, ...
+                save_image_grid(pairs, shape, out / "reconstructions.png", nrow=16)
+            else:
+                save_point_comparison(test.x[:2000], model.reconstruct(test.x[:2000]), out / "reconstructions.png",
+                                      "reconstructions")
+            # The whole split at the end; during training the first 2000 images keep figures cheap.
+            rows = test.x if curves else test.x[:2000]
+            save_code_usage(code_counts(model, rows), out / "code_usage.png",
+                            "test split: " if len(rows) == len(test.x) else f"{len(rows)} test images: ")
+            save_code_maps(x, model.codes(x[:8]), shape, model.num_codes, out / "code_map.png")
+    if curves:
+        save_curves(history, out / "curves.png")
+        save_code_curves(history, out / "code_curves.png")
+    model.train(was_training)
+
+
+def _draw_prior_figures(prior, out: Path, n: int, device) -> None:
+    from . import runs
+    from .models.vqvae import _load_vqvae, check_prior_fits
+
+    cfg = runs.load_config(out)
+    vq = _load_vqvae(cfg.data.data_dir).to(device)
+    check_prior_fits(vq, prior)
+    y = torch.arange(n, device=device) % prior.num_classes if prior.num_classes else None
+    codes = prior.sample_codes(n, y)
+    uniform = torch.randint(prior.num_codes, codes.shape, device=device)
+    shape = vq.config.shape.image_shape
+    prior_x, uniform_x = vq.decode_codes(codes).mean, vq.decode_codes(uniform).mean
+    if shape is not None:
+        save_prior_samples(prior_x, uniform_x, shape, out / "samples.png")
+    save_code_maps(prior_x, codes, shape, prior.num_codes, out / "sample_codes.png")

@@ -463,3 +463,9 @@ def load_user_file(name: str, labels: str | Path | None) -> SourceData:
             )
     return SourceData(x=rows, y=codes, image_shape=image_shape, num_classes=num_classes, name=path.stem,
                       origin=str(path))
+
+
+# vqvae helper: procedural clips (3-D) and waveforms (1-D), and the code maps of a vq-vae run.
+from .clips import clip_sources  # noqa: E402  (clips imports this module's SourceData and MNIST reader)
+
+DATASETS.update(clip_sources())

@@ -45,6 +45,37 @@ def _build_miwae(cfg, shape):
     return build_miwae(cfg, shape)
 
 
+# vqvae helper: the vq-vae and the prior over its codes (models/vqvae.py)
+def _build_vqvae(cfg, shape):
+    from .vqvae import build_vqvae
+    return build_vqvae(cfg, shape)
+
+
+def _vqvae_settings(cfg):
+    from .vqvae import vqvae_settings
+    return vqvae_settings(cfg)
+
+
+def _initialize_vqvae(model, x, run_cfg, progress=True):
+    from .vqvae import initialize_vqvae
+    return initialize_vqvae(model, x, run_cfg, progress)
+
+
+def _build_prior(cfg, shape):
+    from .vqvae import build_prior
+    return build_prior(cfg, shape)
+
+
+def _prior_settings(cfg):
+    from .vqvae import prior_model_settings
+    return prior_model_settings(cfg)
+
+
+def _initialize_prior(model, x, run_cfg, progress=True):
+    from .vqvae import initialize_prior
+    return initialize_prior(model, x, run_cfg, progress)
+
+
 def _ppca_settings(cfg: ModelConfig) -> set[str]:
     return {"method"} | ({"max_iter", "tol"} if cfg.method == "em" else set())
 
@@ -116,6 +147,13 @@ SPECS: dict[str, ModelSpec] = {spec.kind: spec for spec in (
     ModelSpec("helmholtz", "Helmholtz machine: sigmoid belief net + recognition net, --hidden-dims layers "
               "(--algorithm wake-sleep | reweighted-wake-sleep | elbo)", _build_helmholtz, _helmholtz_settings,
               defaults={"latent": "bernoulli", "hidden_dims": (200,)}),
+    ModelSpec("vq-vae", "vector-quantized autoencoder: K codes (--codebook-size), EMA / codebook loss, restarts, "
+              "k-means init; code maps in 1-D, 2-D, 3-D", _build_vqvae, _vqvae_settings,
+              defaults={"body": "conv", "hidden_dims": (32, 64)}, train_defaults={"lr": 1e-3},
+              initialize=_initialize_vqvae),
+    ModelSpec("prior", "PixelCNN prior over a vq-vae's code maps (aekit train prior --codes-from RUN; "
+              "sample with aekit sample RUN --prior PRIOR)", _build_prior, _prior_settings,
+              defaults={"likelihood": "categorical"}, train_defaults={"lr": 1e-3}, initialize=_initialize_prior),
 )}
 
 MODEL_HELP = {kind: spec.help for kind, spec in SPECS.items()}

@@ -15,8 +15,8 @@ from torch import nn
 from ..config import DataShape, ModelConfig
 from ..errors import AekitError, unknown_choice
 from ..latents import LATENTS, build_latent, code_size
-from ..likelihoods import build_likelihood
-from ..nets import BODIES, ConvDecoderBody, ConvEncoderBody, MLPDecoderBody, MLPEncoderBody
+from ..likelihoods import likelihood_for
+from ..nets import BODIES, ConvDecoderBody, ConvEncoderBody, MLPDecoderBody, MLPEncoderBody, conv_spatial_dims
 
 
 @dataclass
@@ -48,10 +48,11 @@ class Decoder(nn.Module):
 def build_encoder(cfg: ModelConfig, shape: DataShape, latent: str, cond_dim: int = 0) -> Encoder:
     if cfg.body not in BODIES:
         raise unknown_choice("body", cfg.body, BODIES)
-    if cfg.body == "conv":
+    if cfg.body != "mlp":  # conv, conv1d, conv2d, conv3d: the number of spatial dimensions is checked on the data
         if not cfg.hidden_dims:
             raise AekitError("the conv body needs --hidden-dims with at least one width (its dense layer)")
-        body = ConvEncoderBody(shape.image_shape, hidden=cfg.hidden_dims[-1], act=cfg.activation, cond_dim=cond_dim)
+        body = ConvEncoderBody(shape.image_shape, hidden=cfg.hidden_dims[-1], act=cfg.activation, cond_dim=cond_dim,
+                               spatial_dims=conv_spatial_dims(cfg.body, shape.image_shape))
     else:
         body = MLPEncoderBody(shape.data_dim, cfg.hidden_dims, cfg.activation, cond_dim=cond_dim)
     if latent not in LATENTS:
@@ -60,12 +61,13 @@ def build_encoder(cfg: ModelConfig, shape: DataShape, latent: str, cond_dim: int
 
 
 def build_decoder(cfg: ModelConfig, shape: DataShape, cond_dim: int = 0) -> Decoder:
-    likelihood = build_likelihood(cfg.likelihood, cfg.sigma)
+    likelihood = likelihood_for(cfg, shape)
     p = likelihood.params_per_dim
     width = code_size(cfg)  # J, or N·K for a categorical code
-    if cfg.body == "conv":
+    if cfg.body != "mlp":
         body = ConvDecoderBody(width, shape.image_shape, p, hidden=cfg.hidden_dims[-1],
-                               act=cfg.activation, cond_dim=cond_dim)
+                               act=cfg.activation, cond_dim=cond_dim,
+                               spatial_dims=conv_spatial_dims(cfg.body, shape.image_shape))
     else:
         body = MLPDecoderBody(width, tuple(reversed(cfg.hidden_dims)), p * shape.data_dim,
                               cfg.activation, cond_dim=cond_dim)

@@ -37,6 +37,10 @@ CONDITIONS = {
     "max_iter": "--method em",
     "tol": "--method em",
     "pretrain_epochs": "--pretrain rbm",
+    "pixelcnn_layers": "--likelihood pixelcnn",    # vqvae helper: PixelCNN sizes, EMA, code-map bodies
+    "pixelcnn_channels": "--likelihood pixelcnn",
+    "ema_decay": "--codebook-update ema",
+    "residual_blocks": "a conv body",
 }
 
 
@@ -50,7 +54,8 @@ def body_settings(cfg: ModelConfig) -> set[str]:
 
 
 def likelihood_settings(cfg: ModelConfig) -> set[str]:
-    return {"likelihood"} | ({"sigma"} if cfg.likelihood == "gaussian" else set())
+    return ({"likelihood"} | ({"sigma"} if cfg.likelihood == "gaussian" else set())
+            | ({"pixelcnn_layers", "pixelcnn_channels"} if cfg.likelihood == "pixelcnn" else set()))
 
 
 def kl_settings(cfg: ModelConfig) -> set[str]:
@@ -140,7 +145,9 @@ def check_settings(spec: ModelSpec, cfg: RunConfig) -> None:
 _ENABLERS = {"sigma": {"likelihood": "gaussian"}, "warmup_steps": {"kl_schedule": "linear"},
              "cycle_steps": {"kl_schedule": "cyclical"}, "corruption_level": {"corruption": "masking"},
              "sparsity_weight": {"sparsity": "l1"}, "sparsity_target": {"sparsity": "kl", "code_activation": "sigmoid"},
-             "max_iter": {"method": "em"}, "tol": {"method": "em"}, "pretrain_epochs": {"pretrain": "rbm"}}
+             "max_iter": {"method": "em"}, "tol": {"method": "em"}, "pretrain_epochs": {"pretrain": "rbm"},
+             "pixelcnn_layers": {"likelihood": "pixelcnn"}, "pixelcnn_channels": {"likelihood": "pixelcnn"},
+             "ema_decay": {"codebook_update": "ema"}, "residual_blocks": {"body": "conv"}}
 
 
 # The discrete latents' conditional settings (for the refusal's hint), and the setting that switches each on.
