@@ -33,6 +33,7 @@ _LAZY = {
     "export_run": (".export", "export_run"),
     "psnr": (".image_metrics", "psnr"),
     "ssim": (".image_metrics", "ssim"),
+    "train_prior": (".models.vqvae", "train_prior"),
 }
 
 __version__ = "0.1.0"

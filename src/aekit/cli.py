@@ -271,7 +271,7 @@ def _cmd_evaluate(a) -> None:
     data, train = _load_split(model, a.split, a.data_dir, device, with_train=True)
     results = {"run": str(a.run), "model": model.config.model.kind, "split": a.split}
     results.update(evaluate_model(model, data, iw_samples=a.iw_samples, batch_size=a.batch_size,
-                                  progress=not a.json and sys.stderr.isatty(), reference=train))
+                                  progress=not a.json and sys.stderr.isatty(), reference=train, split=a.split))
     print(json.dumps(results) if a.json else format_table(results, f"{a.run} ({a.split} split, nats per example)"))
 
 

@@ -26,6 +26,10 @@ mean for the data at hand — a figure is reported only under a name that says w
 * ``squared_error``: Σ_d (x_d − x̂_d)² per example, x̂ the reconstruction from the posterior mean.
 * ``corrupted_squared_error`` (models that corrupt their input, e.g. dae): Σ_d (x_d − x̂(x̃)_d)² per
   example, x̃ the model's corruption of x drawn with a fixed seed.
+* VQ-VAEs (discrete codes): ``codes_used``, ``dead_codes`` and ``usage_perplexity`` over the whole split
+  (independent of the batch size) beside ``batch_perplexity`` at a stated batch size; a prior over code
+  maps: the bound −log p(x) ≤ −log p(x | z_q) − log p_prior(z_q) (``bound_nats``, ``bound_bits_per_dim``)
+  beside the same bound under uniformly random codes (see :mod:`aekit.models.vqvae`).
 * Linear models (a linear decoder subspace), against the training split: ``max_principal_angle``
   (radians) between the decoder's column space and the top-d eigenvectors of the data covariance,
   ``train_squared_error`` beside ``pca_residual`` = Σ_{j>d} λ_j, the least squared error per example
@@ -43,7 +47,7 @@ import time
 import torch
 from tqdm.auto import tqdm
 
-from .capabilities import CORRUPTS_INPUT, LOG_LIKELIHOOD, POSTERIOR, SUBSPACE, has
+from .capabilities import CODE_PRIOR, CODES, CORRUPTS_INPUT, LOG_LIKELIHOOD, POSTERIOR, SUBSPACE, has
 from .data import value_levels
 from .errors import AekitError
 from .objectives import kl_per_dimension
@@ -89,13 +93,20 @@ def _check_settings(iw_samples: int, batch_size: int) -> None:
 
 @torch.no_grad()
 def evaluate_model(model, data, *, iw_samples: int = 1000, batch_size: int = 500, progress: bool = True,
-                   reference=None) -> dict:
-    """The figures above on ``data``; ``reference`` (the training split) enables the linear-model ones."""
+                   reference=None, split: str = "test") -> dict:
+    """The figures above on ``data``; ``reference`` (the training split) enables the linear-model ones.
+
+    ``split`` names ``data`` for a prior over code maps, which is evaluated on its vq-vae's images of it."""
     _check_settings(iw_samples, batch_size)
     model.eval()
     n = len(data)
     results: dict = {"split_size": n}
     results.update(evaluate_terms(model, data))
+    if has(model, CODE_PRIOR):  # a prior over code maps: its bound on its vq-vae's images, no reconstruction
+        from .models.vqvae import evaluate_prior
+
+        results.update(evaluate_prior(model, split, batch_size=batch_size, device=data.x.device))
+        return results
     sq_err = torch.zeros((), dtype=torch.float64, device=data.x.device)
     means, kl_dims = [], []
     for start in range(0, n, batch_size):
@@ -125,6 +136,10 @@ def evaluate_model(model, data, *, iw_samples: int = 1000, batch_size: int = 500
     if has(model, LOG_LIKELIHOOD):
         results.update(likelihood_figures(model, data, iw_samples=iw_samples, progress=progress, reference=reference))
         results.update(exact_likelihood_figures(model, data, batch_size))
+    if has(model, CODES):  # codebook health over the whole split (batch-size independent) and per batch
+        from .models.vqvae import codebook_usage
+
+        results.update(codebook_usage(model, data, batch_size=256))
     if has(model, CORRUPTS_INPUT) and data.image_shape is not None and len(data.image_shape) == 3:
         from .restoration import evaluate_restoration
 

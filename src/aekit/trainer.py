@@ -2,7 +2,10 @@
 
 It only uses the model's face — ``loss(x, y, step)`` (per-example totals and named terms),
 ``evaluation_terms(x, y)``, ``selection_metric`` and the optional ``after_step(step)`` — so it has
-nothing to do with any model in particular. It provides: Adam with an optional LR schedule, gradient
+nothing to do with any model in particular. The contract of ``after_step``: it is called once after
+every optimizer step, and a model whose state is not a gradient step (an EMA codebook, a running
+baseline) updates it there from statistics its ``loss`` stashed in training mode for that step's
+batch — one ``loss`` call per step. It provides: Adam with an optional LR schedule, gradient
 clipping, epochs or steps, validation each epoch, early stopping, progress bars, ``metrics.jsonl`` and
 TensorBoard, checkpoints committed as generations (see :mod:`aekit.runs`) with exact resume,
 DistributedDataParallel under ``torchrun``, and mixed precision.
@@ -134,7 +137,7 @@ def resolve_binarization(cfg: RunConfig, splits: DataSplits) -> str:
     """
     from .capabilities import CORRUPTS_INPUT, LOG_LIKELIHOOD, has
 
-    if cfg.model.likelihood != "bernoulli" or value_levels(splits.train.x) in (2, None):
+    if cfg.model.likelihood not in ("bernoulli", "pixelcnn") or value_levels(splits.train.x) in (2, None):
         return "none"
     with torch.random.fork_rng(devices=[]):  # building the model to ask it must not move the run's RNG
         model = build_model(cfg.model, data_shape(splits))

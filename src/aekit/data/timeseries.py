@@ -266,9 +266,11 @@ def series_splits(series: Series, *, window: int, stride: int, train_steps: int 
     for split, (a, b) in parts.items():
         x, starts = make_windows(values[a:b], window, stride)
         y = window_labels(labels[a:b], starts, window) if series.labels is not None else None
+        # rows are channel-major windows, (C, W): the layout the 1-D conv bodies (--body conv1d) read
         out[split] = ArrayDataset(x=torch.from_numpy(x.astype(np.float32)),
                                   y=None if y is None else torch.from_numpy(y),
-                                  image_shape=None, num_classes=2 if y is not None else None, name=name)
+                                  image_shape=(values.shape[1], window), num_classes=2 if y is not None else None,
+                                  name=name)
     return out
 
 

@@ -175,17 +175,21 @@ def kinds_with(capability: str) -> list[str]:
 
     from ..capabilities import capabilities_of
 
-    shape = DataShape(data_dim=4, image_shape=None, num_classes=2)
+    # A vector shape, then an image one for the kinds that need images (the vq-vae's conv body).
+    shapes = (DataShape(data_dim=4, image_shape=None, num_classes=2), DataShape(data_dim=64, image_shape=(1, 8, 8),
+                                                                               num_classes=2))
     kinds = []
     with torch.random.fork_rng(devices=[]):
         for kind, spec in SPECS.items():
-            try:
-                model = spec.build(ModelConfig(**{**spec.defaults, "kind": kind, "latent_dim": 2, "hidden_dims": (4,)}),
-                                   shape)
-            except AekitError:
-                continue
-            if capability in capabilities_of(model):
-                kinds.append(kind)
+            for shape in shapes:
+                try:
+                    small = {"latent_dim": 2, "hidden_dims": (4,)} if shape.image_shape is None else {}
+                    model = spec.build(ModelConfig(**{**spec.defaults, "kind": kind, **small}), shape)
+                except (AekitError, ValueError, RuntimeError):
+                    continue
+                if capability in capabilities_of(model):
+                    kinds.append(kind)
+                break
     return kinds
 
 
