@@ -92,12 +92,14 @@ def _check_settings(iw_samples: int, batch_size: int) -> None:
 
 
 @torch.no_grad()
-def evaluate_model(model, data, *, iw_samples: int = 1000, batch_size: int = 500, progress: bool = True,
+def evaluate_model(model, data, *, iw_samples: int = 1000, batch_size: int = 500, progress: bool | None = None,
                    reference=None, split: str = "test") -> dict:
     """The figures above on ``data``; ``reference`` (the training split) enables the linear-model ones.
 
     ``split`` names ``data`` for a prior over code maps, which is evaluated on its vq-vae's images of it."""
     _check_settings(iw_samples, batch_size)
+    if progress is None:  # bars on a terminal only
+        progress = sys.stderr.isatty()
     model.eval()
     n = len(data)
     results: dict = {"split_size": n}
