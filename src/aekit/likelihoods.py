@@ -22,6 +22,11 @@ from .errors import AekitError
 # each time, in the hot loop, and the data's range is checked once, up front (check_data_range).
 
 
+# From this many z per x on, the product-and-softplus form of the Bernoulli log-probability is faster
+# than the fused cross-entropy kernel over an expanded x (measured on the CPU: BENCHMARKS.md, "throughput").
+_MANY_SAMPLES = 8
+
+
 class FactorizedBernoulli(Independent):
     """∏_d Bern(x_d; σ(l_d)) over the last dimension: ``Independent(Bernoulli(logits), 1)`` with a faster log_prob.
 
@@ -43,7 +48,8 @@ class FactorizedBernoulli(Independent):
 
     def log_prob(self, value: torch.Tensor) -> torch.Tensor:
         logits = self.logits
-        if logits.dim() == value.dim() + 1 and logits.shape[1:] == value.shape:  # (k, B, D) against (B, D)
+        many = logits.dim() == value.dim() + 1 and logits.shape[1:] == value.shape and logits.shape[0] >= _MANY_SAMPLES
+        if many:  # (k, B, D) against (B, D)
             xl = torch.einsum("kbd,bd->kb", logits, value.to(logits.dtype))
             return xl - F.softplus(logits).sum(-1)
         # One z per x (training): torch's fused cross-entropy kernel, forward and backward, is fastest.
