@@ -72,7 +72,8 @@ def cli_reproduce(a) -> None:
         return
     claim = get_claim(a.claim)
     check_out(out, [claim], a.force)
-    command = f"aekit reproduce {claim.id} --budget {a.budget}" + (f" --seed {a.seed}" if a.seed else "")
+    command = (f"aekit reproduce {claim.id} --budget {a.budget}" + (f" --seed {a.seed}" if a.seed else "")
+               + (f" --data-dir {a.data_dir}" if a.data_dir else ""))
     result = run_claim(claim, a.budget, out, seed=a.seed, data_dir=a.data_dir, force=a.force,
                        keep_runs=a.keep_runs, command=command, checked=True)
     print(summary_line(result, out / claim.id))

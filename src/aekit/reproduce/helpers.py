@@ -17,12 +17,23 @@ def by_budget(budget: str, smoke, quick, full):
 
 
 def train(kind: str, data: str, out: Path, seed: int, **settings: Any):
-    """``aekit.train`` without figures or progress bars (the claim draws its own figures)."""
+    """``aekit.train`` without figures or progress bars (the claim draws its own figures).
+
+    Training runs on the run's device (a GPU when there is one); the model comes back on the CPU, where
+    the claims measure it beside data read with :func:`run_splits`.
+    """
     import aekit
 
     settings.setdefault("figures", "none")
     settings.setdefault("progress", False)
-    return aekit.train(kind, data, out=Path(out), seed=seed, **settings)
+    return aekit.train(kind, data, out=Path(out), seed=seed, **settings).cpu()
+
+
+def resume(run_dir: Path, **changes: Any):
+    """``aekit.resume`` (exact continuation to new totals), the model back on the CPU as :func:`train`."""
+    import aekit
+
+    return aekit.resume(Path(run_dir), **changes).cpu()
 
 
 def run_splits(model):

@@ -60,8 +60,11 @@ def machine() -> dict:
 
 # ----------------------------------------------------------------------------- requirements
 def mnist_folder(data_dir: str | Path | None) -> Path | None:
-    """The folder holding the MNIST IDX files: ``data_dir``, else $AEKIT_DATA_DIR (each also as .../mnist)."""
-    for root in (data_dir, os.environ.get("AEKIT_DATA_DIR")):
+    """The folder holding the MNIST IDX files: ``data_dir``, else $AEKIT_DATA_DIR, else aekit's cache folder (each
+    also as .../mnist). Claims never download: without the files they are not run."""
+    from ..data.sources import data_root
+
+    for root in (data_dir, os.environ.get("AEKIT_DATA_DIR"), data_root(None)):
         if not root:
             continue
         for folder in (Path(root).expanduser(), Path(root).expanduser() / "mnist"):
@@ -266,7 +269,7 @@ def run_all(budget: str, out: str | Path = DEFAULT_OUT, *, seed: int = 0, data_d
             progress: bool = True, claims: list[Claim] | None = None, echo=None) -> list[dict]:
     """Every claim at ``budget``, one progress bar; writes REPRODUCTION.md (``report``, default OUT/REPRODUCTION.md).
 
-    ``resume``: keep the results already in ``out`` for this budget and seed, and run only the others.
+    ``resume``: keep the results already in ``out`` for this budget and seed (but not errors), and run the others.
     """
     from tqdm.auto import tqdm
 
@@ -274,22 +277,24 @@ def run_all(budget: str, out: str | Path = DEFAULT_OUT, *, seed: int = 0, data_d
     out = Path(out)
     claims = claims if claims is not None else all_claims()
     check_out(out, claims, force)
+    command = (f"aekit reproduce --all --budget {budget}" + (f" --seed {seed}" if seed else "") + f" --out {out}"
+               + (f" --data-dir {data_dir}" if data_dir else ""))
+    report = Path(report) if report is not None else out / "REPRODUCTION.md"
+    if report != out / "REPRODUCTION.md":
+        command += f" --report {report}"
     results = []
     bar = tqdm(claims, desc=f"reproduce ({budget})", unit="claim", disable=not (progress and sys.stderr.isatty()))
     for claim in bar:
         bar.set_postfix_str(claim.id)
         done = _read_result(out / claim.id) if resume else None
-        if done is not None and done.get("budget") == budget and done.get("seed") == seed and "wall_seconds" in done:
+        if (done is not None and done.get("budget") == budget and done.get("seed") == seed and "wall_seconds" in done
+                and not str(done.get("verdict", "")).startswith("error")):
             result = done
         else:
             result = run_claim(claim, budget, out, seed=seed, data_dir=data_dir, force=True, keep_runs=keep_runs,
-                               command=f"aekit reproduce --all --budget {budget} --seed {seed}", checked=True)
+                               command=command, checked=True)
         results.append(result)
         (echo or tqdm.write)(summary_line(result, out / claim.id))
-    command = f"aekit reproduce --all --budget {budget}" + (f" --seed {seed}" if seed else "") + f" --out {out}"
-    report = Path(report) if report is not None else out / "REPRODUCTION.md"
-    if report != out / "REPRODUCTION.md" and report.name:
-        command += f" --report {report}"
     write_report(results, out, report, budget, command)
     return results
 

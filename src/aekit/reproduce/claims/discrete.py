@@ -9,7 +9,7 @@ from pathlib import Path
 
 import torch
 
-from ..helpers import by_budget, evaluate, figure, last_metrics, mnist_settings, run_splits, save, train
+from ..helpers import by_budget, evaluate, figure, last_metrics, mnist_settings, resume, run_splits, save, train
 from ..registry import MNIST, Claim, Measurement, register
 
 SECTION = "discrete"
@@ -138,7 +138,7 @@ def _estimator_runs(out: Path, seed: int, data: str, runs: dict[str, tuple[str, 
             done = min(steps, done + chunk)
             model = (train(kind, data, run_dir, seed, steps=done, batch_size=100, lr=1e-3, binarize="dynamic",
                            **settings, **mnist_settings(data_dir if data == "mnist" else None))
-                     if model is None else aekit.resume(run_dir, steps=done))
+                     if model is None else resume(run_dir, steps=done))
             if probe is None:
                 probe = run_splits(model).val.x[:100]
             g = gradient_variance(model, probe, draws=draws, step=done, seed=0)
@@ -277,7 +277,6 @@ def _shifter_settings(budget: str) -> dict:
 def _shifter_curve(out: Path, name: str, seed: int, steps: int, chunk: int, budget: str,
                    **algorithm) -> tuple[list, object]:
     """A Helmholtz machine 32-16-4 on shifter trained in chunks; shifter_report after each chunk."""
-    import aekit
     from ...data.shifter import shifter_report
 
     run_dir = out / "runs" / f"{name}-{seed}"
@@ -286,7 +285,7 @@ def _shifter_curve(out: Path, name: str, seed: int, steps: int, chunk: int, budg
         done = min(steps, done + chunk)
         model = (train("helmholtz", "shifter", run_dir, seed, steps=done, **_shifter_settings(budget), **algorithm)
                  if model is None
-                 else aekit.resume(run_dir, steps=done))
+                 else resume(run_dir, steps=done))
         r = shifter_report(model)
         curve.append({"step": done, "kl": r["kl"], "top_layer_information": r.get("top_layer_information"),
                       "shift_information": r["shift_information"], "shift_accuracy": r["shift_accuracy_best_unit"]})
