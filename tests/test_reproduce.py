@@ -7,7 +7,7 @@ import pytest
 
 from aekit.cli import main
 from aekit.reproduce import all_claims, get_claim, list_text, run_all, run_claim
-from aekit.reproduce.registry import BUDGETS, MNIST, Claim, Measurement
+from aekit.reproduce.registry import BUDGETS, MNIST, Claim
 from aekit.reproduce.runner import DOES_NOT_HOLD, HOLDS, RESULT, missing_requirement, verdict_of
 from conftest import mnist_dir
 
@@ -179,3 +179,71 @@ def test_all_writes_reproduction_md_with_one_row_per_claim_and_records_errors(tm
     again = run_all("smoke", tmp_path / "out", claims=claims[:2], report=report, resume=True, progress=False,
                     echo=lines.append)
     assert (tmp_path / "out" / "elbo-gap" / RESULT).read_text() == before and again[1] == results[1]
+
+
+# ----------------------------------------------------------------------------- the helpers moved out of the benchmarks
+def test_breast_cancer_problem_removes_the_notebooks_entries_without_touching_numpys_global_state():
+    import numpy as np
+
+    from aekit.data.incomplete import breast_cancer_problem
+
+    state = np.random.get_state()
+    full, missing = breast_cancer_problem()
+    assert np.random.get_state()[1].tolist() == state[1].tolist()
+    n, p = full.shape
+    assert (n, p) == (569, 30) and int(np.isnan(missing).sum()) == n * p // 2
+    np.random.seed(1234)  # the notebook's own calls
+    expected = np.zeros(n * p, bool)
+    expected[np.random.choice(n * p, n * p // 2, replace=False)] = True
+    np.random.set_state(state)
+    assert np.array_equal(np.isnan(missing).ravel(), expected)
+    assert np.allclose(full.mean(0), 0) and np.allclose(full.std(0), 1)
+
+
+def test_gaussian_conditional_is_the_two_dimensional_closed_form():
+    import numpy as np
+
+    from aekit.data.incomplete import gaussian_conditional
+
+    W, mu, s2 = np.array([[2.0], [1.0]]), np.array([0.5, -1.0]), 0.5
+    C = W @ W.T + s2 * np.eye(2)  # [[4.5, 2], [2, 1.5]]
+    x = np.array([[3.0, np.nan], [np.nan, 0.0], [1.0, 2.0]])
+    got = gaussian_conditional(W, mu, s2, x)
+    assert got[0, 1] == pytest.approx(mu[1] + C[1, 0] / C[0, 0] * (3.0 - mu[0]))
+    assert got[1, 0] == pytest.approx(mu[0] + C[0, 1] / C[1, 1] * (0.0 - mu[1]))
+    assert np.array_equal(got[2], x[2])
+
+
+def test_jpeg_rate_at_interpolates_log_rate_linearly_in_psnr_and_png_is_lossless():
+    import math
+
+    import numpy as np
+
+    from aekit.image_codecs import jpeg_rate_at, pillow_rates
+
+    curve = [{"psnr": 10.0, "bits": math.e}, {"psnr": 20.0, "bits": math.e ** 2}]
+    assert jpeg_rate_at(15.0, curve, "bits") == pytest.approx(math.e ** 1.5)
+    assert jpeg_rate_at(25.0, curve, "bits") is None and jpeg_rate_at(5.0, curve, "bits") is None
+    images = (np.random.default_rng(0).random((16, 8, 8)) * 255).astype(np.uint8)
+    per_file, tiled, decoded = pillow_rates(images, "PNG", optimize=True)
+    assert np.array_equal(decoded, images) and 0 < tiled < per_file  # headers amortized over the tiled file
+
+
+def test_sample_scores_and_fitted_gaussian():
+    import torch
+
+    from aekit.generation import fitted_gaussian, sample_scores
+
+    codes = torch.randn(500, 3, generator=torch.Generator().manual_seed(0)) * torch.tensor([1.0, 2.0, 0.5]) + 3
+    g = fitted_gaussian(codes)
+    centred = codes.double() - codes.double().mean(0)
+    torch.testing.assert_close(g.mean, codes.double().mean(0))
+    torch.testing.assert_close(g.covariance_matrix, centred.T @ centred / 500, atol=1e-4, rtol=1e-4)
+    train_x = torch.rand(50, 4)
+    sure = torch.nn.Linear(4, 3)
+    with torch.no_grad():
+        sure.weight.zero_()
+        sure.bias.copy_(torch.tensor([30.0, 0.0, 0.0]))  # always class 0, with certainty
+    s = sample_scores(train_x[:10], sure, train_x)
+    assert s["nn_distance"] == pytest.approx(0.0, abs=1e-3) and s["max_prob"] == pytest.approx(1.0)  # cdist rounds
+    assert s["entropy"] == pytest.approx(0.0, abs=1e-6) and s["classes"] == [10, 0, 0]

@@ -69,13 +69,6 @@ def decreasing(values: Sequence[float], strict: bool = True) -> bool:
     return all((b < a) if strict else (b <= a) for a, b in zip(values, values[1:]))
 
 
-def spearman(x: Sequence[float], y: Sequence[float]) -> float:
-    """Spearman's rank correlation (ties by average rank)."""
-    from scipy.stats import spearmanr
-
-    return float(spearmanr(x, y).statistic)
-
-
 # ----------------------------------------------------------------------------- figures
 def figure(ncols: int = 1, nrows: int = 1, size: tuple[float, float] = (5.0, 3.6)):
     fig, axes = plt.subplots(nrows, ncols, figsize=(size[0] * ncols, size[1] * nrows), squeeze=False)

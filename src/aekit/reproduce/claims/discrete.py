@@ -251,8 +251,8 @@ register(Claim(
         m["test_neg_elbo"]["bernoulli gumbel"], m["test_neg_elbo"]["bernoulli score-function"],
         m["test_neg_elbo"]["categorical gumbel"], m["test_neg_elbo"]["categorical score-function"])),
     run=_gumbel_run,
-    anchor="Jang, Gu & Poole 2017 (ICLR), §4.3 and Table 2: Gumbel-softmax 105.0 / 101.5 vs score function "
-           "112.2 / 110.6 nats (as quoted in issue 9 — unchecked)",
+    anchor="Jang, Gu & Poole 2017 (ICLR), §4.3: Gumbel-softmax 105.0 / 101.5 vs score function 112.2 / 110.6 nats "
+           "(as quoted in issue 9 — unchecked)",
     budgets={"smoke": "digits, 20 steps, 32-unit MLPs", "quick": "MNIST, 1000 steps per run",
              "full": "MNIST, 100000 steps per run"},
     needs={"quick": (MNIST,), "full": (MNIST,)},
@@ -327,7 +327,8 @@ register(Claim(
     verdict=lambda m: m["kl"] < 0.2 * m["kl_untrained"],
     headline=lambda m: f"exact KL {m['kl_untrained']:.2f} → {m['kl']:.3f} nats after {m['steps']} steps",
     run=_ws_shifter_run,
-    anchor="Hinton, Dayan, Frey & Neal 1995 (Science 268:1158–1161); Dayan, Hinton, Neal & Zemel 1995 (shifter)",
+    anchor="Hinton, Dayan, Frey & Neal 1995 (Science 268:1158–1161); Dayan, Hinton, Neal & Zemel 1995 (Neural "
+           "Computation 7), the shifter problem",
     budgets={"smoke": "machine 32-8-2, 200 steps", "quick": "5000 steps (chunks of 1000)", "full": "100000 steps"},
     supporting=({"kl": 0.9, "kl_untrained": 17.2},),
     contradicting=({"kl": 9.9, "kl_untrained": 17.2},),
@@ -370,7 +371,7 @@ register(Claim(
     headline=lambda m: (f"mean exact KL: reweighted {m['mean_kl']['reweighted wake-sleep (K=5)']:.3f} vs wake-sleep "
                         f"{m['mean_kl']['wake-sleep']:.3f} nats ({m['seeds']} seed(s), {m['steps']} steps)"),
     run=_rws_run,
-    anchor="Bornschein & Bengio 2015 (ICLR), §4 and Table 1",
+    anchor="Bornschein & Bengio 2015 (ICLR), reweighted wake-sleep against wake-sleep",
     budgets={"smoke": "machine 32-8-2, 1 seed, 100 steps", "quick": "2 seeds, 3000 steps", "full": "3 seeds, 30000 steps"},
     supporting=({"mean_kl": {"reweighted wake-sleep (K=5)": 0.51, "wake-sleep": 0.87}},),
     contradicting=({"mean_kl": {"reweighted wake-sleep (K=5)": 0.91, "wake-sleep": 0.87}},),
@@ -465,7 +466,8 @@ register(Claim(
                         + f" nats (k = {m['ks'][0]} … {m['ks'][-1]}); ELBO {m['mean_elbo']:.3f} < log p(x) "
                         f"{m['mean_exact']:.3f}"),
     run=_iwae_exact_run,
-    anchor="Burda et al. 2016 (ICLR), Theorem 1; Bornschein & Bengio 2015 (ICLR), eq. 5 (the IS estimate with q)",
+    anchor="Burda et al. 2016 (ICLR), Theorem 1; Bornschein & Bengio 2015 (ICLR), the importance-sampled estimate "
+           "with q as proposal",
     budgets={"smoke": "machine 32-8-2, 100 training steps, 16 images, k ≤ 100", "quick": "3000 steps, 32 images, k ≤ 10⁴",
              "full": "30000 steps, 64 images, k ≤ 10⁵"},
     supporting=({"mean_abs_error": [1.2, 0.3, 0.05, 0.01], "mean_elbo": -6.0, "mean_exact": -5.0, "elbo_se": 0.01},),
