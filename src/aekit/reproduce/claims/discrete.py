@@ -478,29 +478,35 @@ register(Claim(
 
 # ----------------------------------------------------------------------------- sf-speed
 def _speed_run(budget: str, out: Path, seed: int, data_dir: str | None = None) -> Measurement:
-    data, epochs = by_budget(budget, ("digits", 2), ("mnist", 3), ("mnist", 5))
-    common = dict(hidden_dims=(200,), latent_dim=200, batch_size=100, epochs=epochs, binarize="dynamic",
+    data, epochs = by_budget(budget, ("digits", 2), ("mnist", 4), ("mnist", 6))
+    common = dict(hidden_dims=(200,), latent_dim=200, batch_size=100, binarize="dynamic",
                   **mnist_settings(data_dir if data == "mnist" else None))
     runs = {"gaussian": {}, "bernoulli, score function + learned baseline":
             {"latent": "bernoulli", "estimator": "score-function", "baseline": "learned"}}
-    rates = {}
     from ...runs import read_metrics
 
-    for name, settings in runs.items():
-        run_dir = out / "runs" / name.split(",")[0]
-        train("vae", data, run_dir, seed, **common, **settings)
-        per_epoch = [r["examples_per_second"] for r in read_metrics(run_dir)]
-        rates[name] = {"median_after_first": statistics.median(per_epoch[1:] or per_epoch), "per_epoch": per_epoch}
-    ratio = (rates["bernoulli, score function + learned baseline"]["median_after_first"]
-             / rates["gaussian"]["median_after_first"])
-    fig, ax = figure(size=(5.0, 3.6))
-    names = list(rates)
-    ax.bar(range(2), [rates[n]["median_after_first"] for n in names], color=["tab:green", "tab:orange"])
-    ax.set_xticks(range(2), ["Gaussian\n(reparameterization)", "Bernoulli\n(SF + learned baseline)"], fontsize=8)
+    # Epochs interleaved (one epoch of each run in turn, by aekit.resume), so a busy spell of the machine slows
+    # both alike; the ratio is taken epoch by epoch, then its median over the epochs after the first.
+    dirs = {name: out / "runs" / name.split(",")[0] for name in runs}
+    for epoch in range(1, epochs + 1):
+        for name, settings in runs.items():
+            if epoch == 1:
+                train("vae", data, dirs[name], seed, epochs=1, **common, **settings)
+            else:
+                resume(dirs[name], epochs=epoch)
+    rates = {name: [r["examples_per_second"] for r in read_metrics(d)] for name, d in dirs.items()}
+    sf, gauss = rates["bernoulli, score function + learned baseline"], rates["gaussian"]
+    ratios = [a / b for a, b in zip(sf, gauss)]
+    ratio = statistics.median(ratios[1:] or ratios)
+    fig, ax = figure(size=(5.4, 3.6))
+    for name, r in rates.items():
+        ax.plot(range(1, len(r) + 1), r, marker="o", label=name)
+    ax.set_xlabel("epoch (the two runs interleaved)")
     ax.set_ylabel("training examples per second")
-    ax.set_title(f"{data}, 784-200-200 VAEs, batch 100: ratio {ratio:.2f}", fontsize=9)
-    return Measurement({"data": data, "epochs": epochs, "examples_per_second": rates, "ratio": ratio},
-                       (save(fig, out, "sf-speed.png"),))
+    ax.set_title(f"{data}, 784-200-200 VAEs, batch 100: median ratio {ratio:.2f}", fontsize=9)
+    ax.legend(fontsize=7)
+    return Measurement({"data": data, "epochs": epochs, "examples_per_second": rates, "ratio_per_epoch": ratios,
+                        "ratio": ratio}, (save(fig, out, "sf-speed.png"),))
 
 
 register(Claim(
@@ -508,15 +514,15 @@ register(Claim(
     section=SECTION,
     claim="The score-function estimator with NVIL's learned baseline is cheap: training a Bernoulli VAE with it "
           "runs at least three quarters as fast as the Gaussian VAE of the same size.",
-    measurement="Training throughput (examples per second, median over the epochs after the first, from metrics.jsonl) "
-                "of a Gaussian VAE 784-200-200 and the same network with 200 Bernoulli units, score function and "
-                "learned baseline; batch 100.",
+    measurement="Training throughput (examples per second from metrics.jsonl) of a Gaussian VAE 784-200-200 and the "
+                "same network with 200 Bernoulli units, score function and learned baseline; batch 100; the two "
+                "runs' epochs interleaved, the ratio per epoch, its median over the epochs after the first.",
     rule="holds if the Bernoulli VAE's throughput ≥ 0.75 × the Gaussian VAE's (a timing claim: machine-dependent).",
     verdict=lambda m: m["ratio"] >= 0.75,
     headline=lambda m: f"throughput ratio SF-learned / Gaussian = {m['ratio']:.2f}",
     run=_speed_run,
     anchor="Mnih & Gregor 2014 (ICML), §3 (the baseline network's cost is one extra small forward/backward)",
-    budgets={"smoke": "digits, 2 epochs each", "quick": "MNIST, 3 epochs each", "full": "MNIST, 5 epochs each"},
+    budgets={"smoke": "digits, 2 epochs each", "quick": "MNIST, 4 epochs each", "full": "MNIST, 6 epochs each"},
     needs={"quick": (MNIST,), "full": (MNIST,)},
     supporting=({"ratio": 0.95},),
     contradicting=({"ratio": 0.4},),
