@@ -35,54 +35,14 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import torch  # noqa: E402
-import torch.nn.functional as F  # noqa: E402
-from torch import nn  # noqa: E402
 from torch.distributions import MultivariateNormal  # noqa: E402
 
 from aekit.config import DataConfig, ModelConfig, RunConfig, TrainConfig  # noqa: E402
+from aekit.generation import embed_all, fitted_gaussian, sample_scores, train_classifier  # noqa: E402
 from aekit.plots import tile  # noqa: E402
 from aekit.trainer import fit, prepare_data  # noqa: E402
 
 SAMPLE_SEED = 7
-
-
-def train_classifier(x: torch.Tensor, y: torch.Tensor, epochs: int, seed: int) -> nn.Module:
-    """An MLP 784-256-10 trained with Adam on cross-entropy."""
-    torch.manual_seed(seed)
-    net = nn.Sequential(nn.Linear(x.shape[1], 256), nn.ReLU(), nn.Linear(256, 10))
-    opt = torch.optim.Adam(net.parameters(), lr=1e-3)
-    for _ in range(epochs):
-        for idx in torch.randperm(len(x)).split(128):
-            loss = F.cross_entropy(net(x[idx]), y[idx])
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-    return net.eval()
-
-
-@torch.no_grad()
-def embed_all(model, x: torch.Tensor, batch_size: int = 2000) -> torch.Tensor:
-    return torch.cat([model.embed(x[s:s + batch_size]) for s in range(0, len(x), batch_size)])
-
-
-@torch.no_grad()
-def fitted_gaussian(codes: torch.Tensor) -> MultivariateNormal:
-    """N(μ̂, Σ̂) with the codes' mean and (1/N) covariance; a small ridge keeps Σ̂ positive definite."""
-    codes = codes.double()
-    mean = codes.mean(0)
-    centred = codes - mean
-    cov = centred.T @ centred / len(codes)
-    return MultivariateNormal(mean, cov + 1e-6 * cov.diagonal().mean() * torch.eye(len(mean), dtype=cov.dtype))
-
-
-@torch.no_grad()
-def scores(images: torch.Tensor, classifier: nn.Module, train_x: torch.Tensor, chunk: int = 250) -> dict:
-    probs = classifier(images).softmax(-1)  # (n, 10)
-    entropy = -(probs * probs.clamp_min(1e-12).log()).sum(-1)
-    nearest = torch.cat([torch.cdist(images[s:s + chunk], train_x).min(1).values for s in range(0, len(images), chunk)])
-    return {"max_prob": float(probs.max(-1).values.mean()), "entropy": float(entropy.mean()),
-            "nn_distance": float(nearest.mean()), "mean_pixel": float(images.mean()),
-            "classes": torch.bincount(probs.argmax(-1), minlength=10).tolist()}
 
 
 def main():
@@ -135,7 +95,7 @@ def main():
                 with torch.no_grad():
                     images[f"{kind.upper()} + {how}"] = model.decode(z).mean
     for label, x in images.items():
-        rows[label] = scores(x, classifier, train_x)
+        rows[label] = sample_scores(x, classifier, train_x)
 
     results = {"machine": {"platform": platform.platform(), "torch": torch.__version__,
                            "threads": torch.get_num_threads()},

@@ -22,7 +22,6 @@ linear in PSNR) to the codec's, and of PNG's rate to the codec's.
 from __future__ import annotations
 
 import argparse
-import io
 import json
 import platform
 import tempfile
@@ -34,33 +33,11 @@ import torch
 
 from aekit import codec
 from aekit.config import DataConfig, ModelConfig, RunConfig, TrainConfig
+from aekit.image_codecs import jpeg_rate_at, pillow_rates
 from aekit.image_metrics import mean_finite, psnr
 from aekit.trainer import fit, prepare_data
 
 PIXELS = 784
-
-
-def pillow_rates(images: np.ndarray, fmt: str, **options) -> tuple[float, float, np.ndarray]:
-    """(bits per image, one file each; bits per image, one tiled file; decoded images) for uint8 (N, 28, 28)."""
-    from PIL import Image
-
-    def encode(array):
-        buf = io.BytesIO()
-        Image.fromarray(array, mode="L").save(buf, format=fmt, **options)
-        return buf.getvalue()
-
-    per_file, decoded = 0, np.empty_like(images)
-    for i, image in enumerate(images):
-        data = encode(image)
-        per_file += len(data)
-        decoded[i] = np.asarray(Image.open(io.BytesIO(data)))
-    side = int(np.ceil(np.sqrt(len(images))))
-    mosaic = np.zeros((side * 28, side * 28), np.uint8)
-    for i, image in enumerate(images):
-        r, c = divmod(i, side)
-        mosaic[r * 28:(r + 1) * 28, c * 28:(c + 1) * 28] = image
-    tiled = len(encode(mosaic))
-    return 8 * per_file / len(images), 8 * tiled / len(images), decoded
 
 
 def codec_points(model, run_dir: Path, train_x, test_x, steps) -> list[dict]:
@@ -77,14 +54,6 @@ def codec_points(model, run_dir: Path, train_x, test_x, steps) -> list[dict]:
                        "header_bits": report["header_bits"], "ideal_bits_per_image": report["ideal_payload_bits"] / len(test_x),
                        "psnr": mean_finite(psnr(x_hat, test_x, (1, 28, 28)))})
     return points
-
-
-def jpeg_rate_at(psnr_value: float, jpeg: list[dict], key: str) -> float | None:
-    """JPEG's rate at a given PSNR, interpolating log(rate) linearly in PSNR between its qualities."""
-    pts = sorted((p["psnr"], np.log(p[key])) for p in jpeg)
-    if not pts[0][0] <= psnr_value <= pts[-1][0]:
-        return None
-    return float(np.exp(np.interp(psnr_value, [p[0] for p in pts], [p[1] for p in pts])))
 
 
 def main():

@@ -40,26 +40,10 @@ import torch
 
 from aekit.api import build_config
 from aekit.data import ArrayDataset, DataSplits
+from aekit.data.incomplete import breast_cancer_problem, imputation_mse as mse
 from aekit.impute import impute
 from aekit.models.ppca import PPCA
 from aekit.run_data import fit_run
-
-
-def mse(xhat, xtrue, missing):
-    return float(np.mean((np.asarray(xhat, dtype=np.float64) - xtrue)[missing] ** 2))
-
-
-def breast_cancer_problem():
-    """The notebook's data: standardized breast cancer, 50% MCAR with its exact random calls."""
-    from sklearn.datasets import load_breast_cancer
-
-    data = load_breast_cancer(return_X_y=True)[0]
-    xfull = (data - data.mean(0)) / data.std(0)
-    n, p = xfull.shape
-    np.random.seed(1234)
-    xmiss = xfull.copy().flatten()
-    xmiss[np.random.choice(n * p, int(np.floor(n * p * 0.5)), replace=False)] = np.nan
-    return xfull, xmiss.reshape(n, p)
 
 
 def part_breast(epochs: int, seed: int, tmp: Path, miss_samples: int) -> dict:

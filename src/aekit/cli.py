@@ -213,6 +213,7 @@ def _build_parser(kind: str | None = None) -> argparse.ArgumentParser:
     sub.add_parser("list", help="models, data sets, likelihoods and priors")
     _add_application_parsers(sub)
     _add_restoration_parsers(sub)
+    _add_reproduce_parser(sub)
     return parser
 
 
@@ -973,6 +974,40 @@ def _cmd_export(a) -> None:
 
 
 COMMANDS.update({"score": _cmd_score, "detect": _cmd_detect, "impute": _cmd_impute, "export": _cmd_export})
+
+
+# ----------------------------------------------------------------------------- reproduce
+def _add_reproduce_parser(sub) -> None:
+    """reproduce: the lineage's claims, one experiment each (aekit.reproduce)."""
+    p = sub.add_parser("reproduce", help="check the claims of the lineage one by one: a number, a verdict, a figure",
+                       description="Runs the experiment behind one claim of the autoencoder lineage (or --all) and "
+                                   "writes OUT/ID/result.json (measured numbers, verdict, anchor, budget, wall time, "
+                                   "machine) with its figures; --all also writes REPRODUCTION.md.")
+    p.add_argument("claim", nargs="?", metavar="ID", help="the claim to run (aekit reproduce --list)")
+    p.add_argument("--list", action="store_true", help="list the claims: id, claim, measurement, verdict rule, anchor")
+    p.add_argument("--all", action="store_true", help="run every claim (one progress bar) and write REPRODUCTION.md")
+    p.add_argument("--budget", default="quick", help="smoke (seconds; checks it runs, verdict not meaningful) | quick "
+                                                     "(minutes on a CPU) | full (the papers' budget, for a GPU) "
+                                                     "(default quick)")
+    p.add_argument("--out", default=None, metavar="DIR", help="folder for the results, one subfolder per claim "
+                                                            "(default reproduce/)")
+    p.add_argument("--seed", type=int, default=0, help="seed of every experiment (default 0)")
+    p.add_argument("--force", action="store_true", help="write even where a folder holds other results or files")
+    p.add_argument("--keep-runs", action="store_true", help="keep the training runs (OUT/ID/runs/)")
+    p.add_argument("--report", default=None, metavar="FILE", help="with --all: where REPRODUCTION.md goes "
+                                                                  "(default OUT/REPRODUCTION.md)")
+    p.add_argument("--resume", action="store_true", help="with --all: keep results already in OUT for this budget "
+                                                         "and seed, run the rest")
+    _add_data_args(p, with_name=False)
+
+
+def _cmd_reproduce(a) -> None:
+    from .reproduce import cli_reproduce
+
+    cli_reproduce(a)
+
+
+COMMANDS["reproduce"] = _cmd_reproduce
 
 
 def main(argv: list[str] | None = None) -> int:
