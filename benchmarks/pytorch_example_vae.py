@@ -1,4 +1,4 @@
-"""aekit against the pytorch/examples VAE on MNIST, measured in one run.
+"""aekit against the pytorch/examples VAE and pythae's VAE on MNIST, measured in one run.
 
 The peer is a faithful re-creation of pytorch/examples/vae/main.py on the CPU: a torchvision-style
 MNIST data set that turns each image into a PIL image and then a tensor (ToTensor) one sample at a
@@ -11,13 +11,21 @@ likelihood on grey-level pixels) through its own trainer: for (a) at the example
 and learning rate 1e-3, for (b) with aekit's defaults (batch 256, learning rate 3e-3). It holds out
 6000 training images for validation, so it sees 54000 images per epoch to the example's 60000.
 
+The second peer is pythae 0.1.2 (``pip install -c constraints.txt pythae==0.1.2``, the ``bench`` extra):
+its ``VAE`` with the same 784-400-20 encoder and decoder (BCE reconstruction), trained by its own
+``BaseTrainer`` from tensors at batch 128 and learning rate 1e-3 (its other trainer settings at their
+defaults), on all 60000 training images. Its epochs alternate with aekit's at batch 128.
+
 Figures:
- (a) training samples per second at batch 128, both sides;
- (b) wall time (training only) to reach the example's own 10-epoch test loss;
+ (a) training samples per second at batch 128: the example, pythae and aekit (median over the epochs
+     after the first; the pythae and aekit epochs interleaved);
+ (b) wall time (training only) to reach the example's own 10-epoch test loss, in ``--pairs`` paired
+     runs (the example, then aekit with its defaults, each pair with its own seed): the ratio per pair,
+     its median and spread;
  (c) achieved FLOP/s of aekit's training steps as a fraction of the machine's measured fp32
      matrix-multiply peak.
 
-    python benchmarks/pytorch_example_vae.py --data-dir ../shared/data/mnist --out bench-example.json
+    python benchmarks/pytorch_example_vae.py --data-dir ../shared/data/mnist --pairs 3 --out bench-example.json
 """
 
 from __future__ import annotations
@@ -82,8 +90,8 @@ def example_loss(recon_x, x, mu, logvar):
     return bce + kld
 
 
-def run_example(train_u8, test_u8, epochs):
-    torch.manual_seed(1)
+def run_example(train_u8, test_u8, epochs, seed=1):
+    torch.manual_seed(seed)
     model = ExampleVAE()
     opt = torch.optim.Adam(model.parameters(), lr=1e-3)
     train_loader = torch.utils.data.DataLoader(PerSampleMNIST(train_u8), batch_size=128, shuffle=True)
@@ -111,12 +119,12 @@ def run_example(train_u8, test_u8, epochs):
 
 
 # ----------------------------------------------------------------------------- aekit
-def run_aekit(data_dir, target, max_epochs, workdir, batch_size=None, lr=None):
+def run_aekit(data_dir, target, max_epochs, workdir, batch_size=None, lr=None, seed=0):
     """Train epoch by epoch (resuming the run each time) and evaluate the test loss after each."""
-    train_cfg = TrainConfig(epochs=1, figures="none", progress=False,
+    train_cfg = TrainConfig(epochs=1, figures="none", progress=False, seed=seed,
                             **({"batch_size": batch_size} if batch_size else {}), **({"lr": lr} if lr else {}))
     cfg = RunConfig(model=ModelConfig(kind="vae", hidden_dims=(400,), latent_dim=20, likelihood="bernoulli"),
-                    data=DataConfig(name="mnist", data_dir=str(data_dir)), train=train_cfg)
+                    data=DataConfig(name="mnist", data_dir=str(data_dir), binarize="none"), train=train_cfg)
     out = Path(workdir) / "aekit-run"
     shutil.rmtree(out, ignore_errors=True)
     epoch_times, test_losses = [], []
@@ -134,6 +142,81 @@ def run_aekit(data_dir, target, max_epochs, workdir, batch_size=None, lr=None):
         if target is not None and test_losses[-1] <= target:
             break
     return epoch_times, test_losses, history[-1]["examples_per_second"]
+
+
+# ----------------------------------------------------------------------------- pythae
+def pythae_vae(lr: float, batch_size: int, workdir: Path, seed: int):
+    """pythae's VAE with the example's 784-400-20 networks, and its BaseTrainer (one epoch per call)."""
+    from pythae.models import VAE, VAEConfig
+    from pythae.models.base.base_utils import ModelOutput
+    from pythae.models.nn import BaseDecoder, BaseEncoder
+
+    class Encoder(BaseEncoder):
+        def __init__(self):
+            super().__init__()
+            self.body, self.mu, self.log_var = nn.Linear(784, 400), nn.Linear(400, 20), nn.Linear(400, 20)
+
+        def forward(self, x):
+            h = F.relu(self.body(x.reshape(len(x), 784)))
+            return ModelOutput(embedding=self.mu(h), log_covariance=self.log_var(h))
+
+    class Decoder(BaseDecoder):
+        def __init__(self):
+            super().__init__()
+            self.net = nn.Sequential(nn.Linear(20, 400), nn.ReLU(), nn.Linear(400, 784), nn.Sigmoid())
+
+        def forward(self, z):
+            return ModelOutput(reconstruction=self.net(z))
+
+    torch.manual_seed(seed)
+    config = VAEConfig(input_dim=(1, 28, 28), latent_dim=20, reconstruction_loss="bce")
+    return VAE(config, encoder=Encoder(), decoder=Decoder())
+
+
+def run_pythae_epoch(model, train_x: torch.Tensor, lr: float, batch_size: int, workdir: Path, state: dict) -> float:
+    """One epoch of pythae's own training loop (BaseTrainer.train with num_epochs=1); returns its seconds.
+
+    The trainer is built once and its optimizer kept across calls, so consecutive calls continue one run.
+    """
+    import logging
+
+    from pythae.data.datasets import BaseDataset
+    from pythae.trainers import BaseTrainer, BaseTrainerConfig
+
+    logging.getLogger("pythae").setLevel(logging.WARNING)
+    if "trainer" not in state:
+        cfg = BaseTrainerConfig(output_dir=str(workdir / "pythae"), num_epochs=1, learning_rate=lr,
+                                per_device_train_batch_size=batch_size, no_cuda=True)
+        data = BaseDataset(train_x.reshape(-1, 1, 28, 28), torch.zeros(len(train_x)))
+        state["trainer"] = BaseTrainer(model, train_dataset=data, training_config=cfg)
+        state["trainer"].prepare_training()  # what BaseTrainer.train does first: optimizer, scheduler
+    trainer = state["trainer"]
+    start = time.perf_counter()
+    trainer.train_step(epoch=len(state.setdefault("epochs", [])) + 1)
+    seconds = time.perf_counter() - start
+    state["epochs"].append(seconds)
+    return seconds
+
+
+def interleaved_rates(data_dir, train_u8, epochs: int, workdir: Path) -> dict:
+    """Samples per second at batch 128, lr 1e-3: pythae's epochs and aekit's alternate."""
+    train_x = torch.from_numpy(train_u8.reshape(-1, 784).astype(np.float32) / 255)
+    peer, state = pythae_vae(1e-3, 128, workdir, seed=0), {}
+    train_cfg = TrainConfig(epochs=1, figures="none", progress=False, batch_size=128, lr=1e-3)
+    cfg = RunConfig(model=ModelConfig(kind="vae", hidden_dims=(400,), latent_dim=20, likelihood="bernoulli"),
+                    data=DataConfig(name="mnist", data_dir=str(data_dir), binarize="none"), train=train_cfg)
+    out = workdir / "aekit-rate"
+    shutil.rmtree(out, ignore_errors=True)
+    rates = {"pythae": [], "aekit": []}
+    for epoch in range(1, epochs + 1):
+        rates["pythae"].append(len(train_x) / run_pythae_epoch(peer, train_x, 1e-3, 128, workdir, state))
+        if epoch == 1:
+            fit(cfg, out)
+        else:
+            aekit.resume(out, epochs=epoch)
+        rates["aekit"].append(aekit.runs.read_metrics(out)[-1]["examples_per_second"])
+        print(f"  epoch {epoch}: pythae {rates['pythae'][-1]:,.0f}/s  aekit {rates['aekit'][-1]:,.0f}/s", flush=True)
+    return rates
 
 
 def matmul_peak(n=2048, repeats=10):
@@ -157,59 +240,82 @@ def main():
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--data-dir", required=True)
     p.add_argument("--epochs", type=int, default=10, help="epochs of the example (default 10)")
+    p.add_argument("--pairs", type=int, default=3, help="paired runs (example, then aekit) for (b)")
+    p.add_argument("--rate-epochs", type=int, default=4, help="interleaved pythae / aekit epochs at batch 128")
+    p.add_argument("--no-pythae", action="store_true", help="skip the pythae peer (not installed)")
     p.add_argument("--threads", type=int, default=torch.get_num_threads())
     p.add_argument("--out", default=None, help="write the figures as JSON here")
     a = p.parse_args()
     torch.set_num_threads(a.threads)
 
-    splits = load_data("mnist", data_dir=a.data_dir)
     # the example trains on all 60000 training images; rebuild them as uint8 like torchvision holds them
     from aekit.data import read_idx
     d = Path(a.data_dir)
     train_u8 = read_idx(next(d.glob("train-images-idx3-ubyte*")))
     test_u8 = read_idx(next(d.glob("t10k-images-idx3-ubyte*")))
 
-    print("pytorch/examples VAE (per-sample DataLoader):", flush=True)
-    ex_times, ex_losses = run_example(train_u8, test_u8, a.epochs)
-    target = ex_losses[-1]
-    print("aekit at the example's batch size 128 and learning rate 1e-3 (throughput):", flush=True)
+    pairs = []
+    for pair in range(a.pairs):
+        print(f"pair {pair + 1}/{a.pairs}: pytorch/examples VAE (per-sample DataLoader), seed {pair + 1}:", flush=True)
+        ex_times, ex_losses = run_example(train_u8, test_u8, a.epochs, seed=pair + 1)
+        target = ex_losses[-1]
+        print(f"pair {pair + 1}/{a.pairs}: aekit (defaults), seed {pair}, until test loss <= {target:.2f}:", flush=True)
+        with tempfile.TemporaryDirectory() as tmp:
+            ak_times, ak_losses, _ = run_aekit(a.data_dir, target, 3 * a.epochs, tmp, seed=pair)
+        reached = ak_losses[-1] <= target
+        pairs.append({"example": {"epoch_seconds": ex_times, "test_loss": ex_losses, "time_to_target": sum(ex_times)},
+                      "aekit": {"epoch_seconds": ak_times, "test_loss": ak_losses,
+                                "epochs_to_target": len(ak_times) if reached else None,
+                                "time_to_target": sum(ak_times) if reached else None},
+                      "target_test_loss": target,
+                      "ratio": sum(ak_times) / sum(ex_times) if reached else None})
+    print("samples per second at batch 128, lr 1e-3" + ("" if a.no_pythae else ": pythae and aekit interleaved"),
+          flush=True)
     with tempfile.TemporaryDirectory() as tmp:
-        same_times, same_losses, _ = run_aekit(a.data_dir, None, 3, tmp, batch_size=128, lr=1e-3)
-    print(f"aekit (defaults), until test loss <= {target:.2f}:", flush=True)
-    with tempfile.TemporaryDirectory() as tmp:
-        ak_times, ak_losses, ak_rate = run_aekit(a.data_dir, target, 3 * a.epochs, tmp)
+        if a.no_pythae:
+            same_times, _, _ = run_aekit(a.data_dir, None, a.rate_epochs, tmp, batch_size=128, lr=1e-3)
+            rates = {"aekit": [54000 / t for t in same_times]}
+        else:
+            rates = interleaved_rates(a.data_dir, train_u8, a.rate_epochs, Path(tmp))
     peak = matmul_peak()
-    ex_rate = len(train_u8) / np.median(ex_times)
-    ak_rate_median = 54000 / np.median(same_times)
-    achieved = ak_rate_median * training_flops_per_example()
-    reached = ak_losses[-1] <= target
+    median_after_first = {k: float(np.median(v[1:] or v)) for k, v in rates.items()}
+    ex_rate = len(train_u8) / float(np.median([t for q in pairs for t in q["example"]["epoch_seconds"]]))
+    ak_rate = median_after_first["aekit"]
+    achieved = ak_rate * training_flops_per_example()
+    ratios = [q["ratio"] for q in pairs]
+    finite = [r for r in ratios if r is not None]
     results = {
         "machine": {"platform": platform.platform(), "processor": platform.processor(), "torch": torch.__version__,
                     "threads": torch.get_num_threads()},
-        "example": {"epoch_seconds": ex_times, "test_loss": ex_losses, "samples_per_second": ex_rate,
-                    "time_to_target": sum(ex_times)},
-        "aekit_batch128": {"epoch_seconds": same_times, "test_loss": same_losses, "samples_per_second": ak_rate_median},
-        "aekit": {"epoch_seconds": ak_times, "test_loss": ak_losses,
-                  "epochs_to_target": len(ak_times) if reached else None,
-                  "time_to_target": sum(ak_times) if reached else None},
-        "target_test_loss": target,
+        "pairs": pairs,
+        "time_to_target_ratio": {"per_pair": ratios, "median": float(np.median(finite)) if len(finite) == len(ratios)
+                                 else None, "min": min(finite, default=None), "max": max(finite, default=None)},
+        "samples_per_second_batch128": {"per_epoch": rates, "median_after_first": median_after_first,
+                                        "example": ex_rate},
         "matmul_peak_flops": peak,
         "aekit_achieved_flops": achieved,
         "aekit_fraction_of_peak": achieved / peak,
     }
     print()
-    print("| | pytorch/examples re-creation | aekit |")
-    print("|---|---|---|")
-    print(f"| (a) training samples/s at batch 128 | {ex_rate:,.0f} | {ak_rate_median:,.0f} ({ak_rate_median / ex_rate:.1f}×) |")
-    print(f"| median epoch time at batch 128 (s) | {np.median(ex_times):.2f} | {np.median(same_times):.2f} |")
-    print(f"| test loss after {a.epochs} epochs (nats) | {ex_losses[-1]:.2f} | "
-          f"{ak_losses[min(a.epochs, len(ak_losses)) - 1]:.2f} (defaults, after {min(a.epochs, len(ak_losses))}) |")
-    tt = results["aekit"]["time_to_target"]
-    print(f"| (b) training time to test loss ≤ {target:.2f} (s) | {sum(ex_times):.1f} ({a.epochs} epochs) | "
-          + (f"{tt:.1f} ({len(ak_times)} epochs; {tt / sum(ex_times):.2f} of the example's) |" if reached else "not reached |"))
+    print("| | pytorch/examples re-creation | pythae 0.1.2 | aekit |")
+    print("|---|---|---|---|")
+    py = median_after_first.get("pythae")
+    print(f"| (a) training samples/s at batch 128 | {ex_rate:,.0f} | " + (f"{py:,.0f}" if py else "not run")
+          + f" | {ak_rate:,.0f} ({ak_rate / ex_rate:.1f}× the example" + (f", {ak_rate / py:.2f}× pythae)" if py else ")")
+          + " |")
+    for i, q in enumerate(pairs, 1):
+        tt = q["aekit"]["time_to_target"]
+        print(f"| (b) pair {i}: training time to test loss ≤ {q['target_test_loss']:.2f} (s) | "
+              f"{q['example']['time_to_target']:.1f} ({a.epochs} epochs) | | "
+              + (f"{tt:.1f} ({q['aekit']['epochs_to_target']} epochs; {q['ratio']:.2f} of the example's) |"
+                 if tt is not None else "not reached |"))
+    r = results["time_to_target_ratio"]
+    if r["median"] is not None:
+        print(f"| (b) ratio, median of {len(ratios)} pairs (min–max) | | | {r['median']:.2f} ({r['min']:.2f}–{r['max']:.2f}) |")
     print(f"| (c) achieved FLOP/s at batch 128 (fraction of {peak / 1e9:.1f} GFLOP/s fp32 matmul peak) | "
           f"{ex_rate * training_flops_per_example() / 1e9:.1f} GFLOP/s ({ex_rate * training_flops_per_example() / peak:.1%}) | "
-          f"{achieved / 1e9:.1f} GFLOP/s ({achieved / peak:.1%}) |")
+          + (f"{py * training_flops_per_example() / 1e9:.1f} GFLOP/s ({py * training_flops_per_example() / peak:.1%})" if py else "")
+          + f" | {achieved / 1e9:.1f} GFLOP/s ({achieved / peak:.1%}) |")
     if a.out:
         Path(a.out).write_text(json.dumps(results, indent=2))
 

@@ -1,5 +1,5 @@
-"""The ``aekit`` command: train | evaluate | sample | reconstruct | interpolate | encode | plot | list |
-score | detect | impute | export.
+"""The ``aekit`` command: train | evaluate | sample | reconstruct | interpolate | encode | plot | verify |
+list | restore | compress | decompress | traverse | disentangle | score | detect | impute | export | reproduce.
 
 User mistakes end with one line on stderr (``aekit: error: ...``) and exit status 2; no traceback.
 """
