@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import os
 from pathlib import Path
 from typing import Any
 
@@ -72,6 +73,11 @@ def train(model: str = "vae", data: str = "digits", out: str | Path | None = Non
     """
     from .trainer import check_names, fit
 
+    if not isinstance(data, (str, os.PathLike)):
+        # A run folder records where its data lives, so that it can be resumed and evaluated later.
+        raise AekitError(f"aekit.train takes a data set name or a file (.npy, .npz, .csv), not a "
+                         f"{type(data).__module__}.{type(data).__name__}: a run folder records where its data "
+                         f"lives; save the array with numpy.save(path, x) and pass the path")
     cfg = build_config(model, data, base=base, **settings)
     check_names(cfg)
     out = Path(out) if out is not None else default_run_dir(cfg)

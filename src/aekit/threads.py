@@ -14,7 +14,8 @@ step went from ~14 ms with one thread to 80 ms with two while other work ran (BE
   processes keep busy (from ``/proc/stat``, less this process's own CPU time) at the start and every
   :data:`RECHECK_SECONDS` of training, and uses only the free ones.
 
-``--threads N`` pins the pool and turns all of this off. The thread count never changes a result:
+``--threads N`` pins the pool and turns all of this off; so does ``OMP_NUM_THREADS=N`` in the environment
+(the convention every OpenMP program follows: a user who set it meant it). The thread count never changes a result:
 the matrix products split their output, not their sums, across threads (checked bitwise in the tests).
 """
 
@@ -25,6 +26,7 @@ import sys
 import time
 
 WAIT_POLICY_ENV = "OMP_WAIT_POLICY"
+THREADS_ENV = "OMP_NUM_THREADS"
 # Below this many floating-point operations per training step one thread is fastest (measured:
 # BENCHMARKS.md, "threads").
 SINGLE_THREAD_FLOPS = 2e8
@@ -54,6 +56,12 @@ def available_cores() -> int:
         return len(os.sched_getaffinity(0))
     except (AttributeError, OSError):
         return os.cpu_count() or 1
+
+
+def threads_from_environment() -> int | None:
+    """``OMP_NUM_THREADS`` when it holds one positive whole number (OpenMP also allows a list: not ours)."""
+    value = os.environ.get(THREADS_ENV, "").strip()
+    return int(value) if value.isdigit() and int(value) > 0 else None
 
 
 def choose_threads(flops_per_step: float | None) -> int | None:
@@ -104,9 +112,9 @@ class ThreadGovernor:
     """Keeps torch's pool at the threads the work and the machine allow (or at ``threads`` if pinned)."""
 
     def __init__(self, threads: int | None = None, flops_per_step: float | None = None):
-        self.pinned = threads
+        self.pinned = threads if threads is not None else threads_from_environment()
         self.cap = choose_threads(flops_per_step)
-        self.monitor = CoreMonitor() if threads is None and self.cap is None else None
+        self.monitor = CoreMonitor() if self.pinned is None and self.cap is None else None
         self._last_check = -float("inf")
         if self.monitor is not None:
             time.sleep(_FIRST_SAMPLE_SECONDS)  # a first window to count the other processes' load in
