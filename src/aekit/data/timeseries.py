@@ -46,20 +46,13 @@ import torch
 from ..errors import AekitError, unknown_choice
 from ._util import one_line
 from .dataset import ArrayDataset
+from .sources import _is_number
 
 SERIES_PREFIX = "series:"
 TIME_COLUMNS = ("timestamp", "time", "date", "index")
 LABEL_COLUMNS = ("is_anomaly", "label", "anomaly")
 UCR_MARGIN = 100  # steps either side of the labelled anomaly (Wu & Keogh 2021)
 AGGREGATIONS = ("mean", "max")
-
-
-def _is_number(field: str) -> bool:
-    try:
-        float(field)
-    except ValueError:
-        return False
-    return True
 
 
 def is_series_name(name: str) -> bool:
