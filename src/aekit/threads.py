@@ -15,8 +15,9 @@ step went from ~14 ms with one thread to 80 ms with two while other work ran (BE
   :data:`RECHECK_SECONDS` of training, and uses only the free ones.
 
 ``--threads N`` pins the pool and turns all of this off; so does ``OMP_NUM_THREADS=N`` in the environment
-(the convention every OpenMP program follows: a user who set it meant it). The thread count never changes a result:
-the matrix products split their output, not their sums, across threads (checked bitwise in the tests).
+(the convention every OpenMP program follows: a user who set it meant it). For the MLP models the thread
+count does not change a result: the matrix products split their output, not their sums, across threads
+(checked bitwise in the tests). Convolutions may split their sums, so conv runs can differ in the last bits.
 """
 
 from __future__ import annotations
