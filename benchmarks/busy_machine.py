@@ -9,8 +9,8 @@ Three workloads, each run as its own `aekit train` process:
 Each under four conditions: quiet / beside one busy process (a second Python process spinning on one
 core), and "before" / "after". *Before* is what aekit did until issue 6: PyTorch's default pool of one
 thread per core, pinned (``--threads`` = the core count), with the OpenMP default wait policy
-(``OMP_WAIT_POLICY`` set empty, so aekit does not choose one). *After* is aekit's default: sleeping
-waits and a pool sized for the work and for the cores left free. Conditions are interleaved round by
+(``OMP_WAIT_POLICY`` set empty, so aekit does not choose one). *After* is aekit's default: a short
+spin before sleeping (GOMP_SPINCOUNT) and a pool sized for the work and for the cores left free. Conditions are interleaved round by
 round; the figure per cell is the best of ``--repeats`` rounds.
 
     python benchmarks/busy_machine.py --data-dir ../shared/data/mnist --repeats 2 --out busy.json

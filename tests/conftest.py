@@ -8,9 +8,10 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "src"))
 os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO / "src"), os.environ.get("PYTHONPATH")) if p)
 
-# OpenMP threads that sleep rather than spin while waiting (what `import aekit` sets for itself), so
+# OpenMP threads that spin briefly, then sleep while waiting (what `import aekit` sets for itself), so
 # tests and their subprocesses stay fast when the machine has other work.
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+os.environ.setdefault("GOMP_SPINCOUNT", "1000")
+os.environ.setdefault("KMP_BLOCKTIME", "1")
 
 import pytest  # noqa: E402
 import torch  # noqa: E402

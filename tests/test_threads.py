@@ -4,6 +4,9 @@ thread count never changes a result."""
 from __future__ import annotations
 
 import multiprocessing
+import os
+import subprocess
+import sys
 import time
 
 import numpy as np
@@ -82,3 +85,13 @@ def test_train_refuses_an_array_in_one_line(tmp_path):
     with pytest.raises(aekit.AekitError, match="numpy.save"):
         aekit.train("vae", np.zeros((10, 4), np.float32), out=tmp_path / "r")
     assert not (tmp_path / "r").exists()
+
+
+@pytest.mark.parametrize("user_env, expected", [({}, "1000"), ({"OMP_WAIT_POLICY": "PASSIVE"}, "unset"),
+                                                ({"GOMP_SPINCOUNT": "7"}, "7")])
+def test_import_sets_a_short_spin_unless_the_user_chose(user_env, expected):
+    env = {k: v for k, v in os.environ.items() if k not in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT", "KMP_BLOCKTIME")}
+    env.update(user_env)
+    out = subprocess.run([sys.executable, "-c", "import os, aekit; print(os.environ.get('GOMP_SPINCOUNT', 'unset'))"],
+                         env=env, capture_output=True, text=True, check=True).stdout.strip()
+    assert out == expected

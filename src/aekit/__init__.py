@@ -2,7 +2,7 @@
 
 from .threads import set_wait_policy
 
-set_wait_policy()  # before torch is imported: OpenMP threads that sleep, not spin, on a busy machine
+set_wait_policy()  # before torch is imported: OpenMP threads that spin briefly, then sleep
 
 from .api import load, resume, train  # noqa: E402
 from .errors import AekitError  # noqa: E402

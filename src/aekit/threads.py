@@ -6,8 +6,8 @@ descheduled in every region and the whole pool waits for it: on a 2-core machine
 step went from ~14 ms with one thread to 80 ms with two while other work ran (BENCHMARKS.md,
 "threads"). Three things keep aekit fast anyway:
 
-* ``OMP_WAIT_POLICY=PASSIVE`` (set by :func:`set_wait_policy` before torch loads, unless the user
-  chose a policy): waiting threads sleep instead of spinning against the other process.
+* A short spin before sleeping (``GOMP_SPINCOUNT``, set by :func:`set_wait_policy` before torch loads,
+  unless the user chose a wait policy): waiting threads do not spin against the other process.
 * The pool is sized for the work (:func:`choose_threads`): below :data:`SINGLE_THREAD_FLOPS` per step a
   second thread costs more in synchronization than it saves.
 * The pool is sized for the machine (:class:`CoreMonitor`): the trainer asks how many cores other
@@ -28,6 +28,8 @@ import time
 
 WAIT_POLICY_ENV = "OMP_WAIT_POLICY"
 THREADS_ENV = "OMP_NUM_THREADS"
+# Spin about a thousand times (microseconds) before sleeping; Intel's runtime counts in milliseconds.
+SPIN_ENV = {"GOMP_SPINCOUNT": "1000", "KMP_BLOCKTIME": "1"}
 # Below this many floating-point operations per training step one thread is fastest (measured:
 # BENCHMARKS.md, "threads").
 SINGLE_THREAD_FLOPS = 2e8
@@ -35,14 +37,19 @@ RECHECK_SECONDS = 20.0   # how often a training run re-counts the free cores
 _FIRST_SAMPLE_SECONDS = 0.2
 
 
-def set_wait_policy(policy: str = "PASSIVE") -> bool:
-    """Set OMP_WAIT_POLICY for this process unless the user set it or torch is already loaded.
+def set_wait_policy() -> bool:
+    """Let OpenMP's idle threads spin briefly, then sleep (unless the user chose, or torch is loaded).
 
-    Returns whether it was set (it has no effect once torch's OpenMP runtime has started).
+    Sets ``GOMP_SPINCOUNT`` (GNU OpenMP, torch's runtime on Linux) and ``KMP_BLOCKTIME`` (Intel's) for
+    this process. Spinning forever (the default) stalls every parallel region behind a descheduled
+    thread when another process shares the cores; sleeping at once (``OMP_WAIT_POLICY=PASSIVE``) pays a
+    wake-up per region and cost a third of a quiet machine's speed (BENCHMARKS.md §2); a short spin
+    keeps both. Returns whether anything was set (nothing takes effect once OpenMP has started).
     """
-    if WAIT_POLICY_ENV in os.environ or "torch" in sys.modules:
+    chosen = (WAIT_POLICY_ENV, *SPIN_ENV)
+    if any(name in os.environ for name in chosen) or "torch" in sys.modules:
         return False
-    os.environ[WAIT_POLICY_ENV] = policy
+    os.environ.update(SPIN_ENV)
     return True
 
 
