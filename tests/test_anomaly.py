@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from aekit.anomaly import (SCORES, ScoreSettings, binary_labels, detection_metrics, fit_detector, get_score,
-                           load_detector, save_detector, score_samples, scores_for)
+                           load_detector, save_detector, score_samples, scores_for, subspace_anomaly_problem)
 from aekit.api import build_config
 from aekit.cli import main
 from aekit.errors import AekitError
@@ -32,21 +32,6 @@ KINDS = {
 }
 
 
-def _subspace_set(seed=0):
-    rng = np.random.default_rng(seed)
-    W = rng.standard_normal((D, Q))
-    W /= np.linalg.norm(W, axis=0)
-
-    def normal(n):
-        return rng.standard_normal((n, Q)) @ W.T * 1.5 + 0.1 * rng.standard_normal((n, D))
-
-    off = np.eye(D) - W @ np.linalg.pinv(W)  # projector onto the orthogonal complement of span(W)
-    u = rng.standard_normal((300, D)) @ off.T
-    u /= np.linalg.norm(u, axis=1, keepdims=True)
-    test = np.r_[normal(300), normal(300) + 2.0 * u]
-    return normal(1500).astype(np.float32), test.astype(np.float32), np.r_[np.zeros(300), np.ones(300)]
-
-
 def _binary_set(seed=0):
     """Four 16-bit prototypes with 5% of the bits flipped (normal) against uniform random bits (anomalous)."""
     rng = np.random.default_rng(seed)
@@ -63,7 +48,7 @@ def _binary_set(seed=0):
 @pytest.fixture(scope="module")
 def subspace(tmp_path_factory):
     folder = tmp_path_factory.mktemp("subspace")
-    train, test, labels = _subspace_set()
+    train, test, labels = subspace_anomaly_problem(0, D, Q)
     np.save(folder / "train.npy", train)
     np.savez(folder / "test.npz", x=test, y=labels)
     return folder, train, test, labels

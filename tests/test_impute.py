@@ -12,6 +12,7 @@ from torch.distributions import Independent, Normal
 from aekit.api import build_config
 from aekit.cli import main
 from aekit.data import load_data
+from aekit.data.incomplete import gaussian_conditional
 from aekit.errors import AekitError
 from aekit.impute import MaskedLikelihood, impute, methods_for, split_missing
 from aekit.models.linear import PPCAModel
@@ -35,21 +36,10 @@ def _linear_gaussian(seed=0, missing=0.3):
     return x, observed.astype(np.float32), miss, model
 
 
-def _dense_conditional(W, mu, s2, x_obs):
-    C = W @ W.T + s2 * np.eye(len(mu))
-    out = x_obs.astype(np.float64).copy()
-    for i, row in enumerate(x_obs):
-        m = np.isnan(row)
-        if m.any():
-            o = ~m
-            out[i, m] = mu[m] + C[np.ix_(m, o)] @ np.linalg.solve(C[np.ix_(o, o)], row[o] - mu[o])
-    return out
-
-
 @pytest.fixture(scope="module")
 def problem():
     x, x_obs, miss, true = _linear_gaussian()
-    exact = _dense_conditional(true.W.double().numpy(), true.mean.double().numpy(), SIGMA2, x_obs)
+    exact = gaussian_conditional(true.W.double().numpy(), true.mean.double().numpy(), SIGMA2, x_obs)
     mean_fill = np.where(miss, np.nanmean(x_obs, 0), x_obs)
     return x, x_obs, miss, true, exact, mean_fill
 

@@ -490,3 +490,21 @@ def write_scores_csv(path: str | Path, target: ScoreTarget, scores: np.ndarray, 
             row.append(str(int(flags[i])))
         lines.append(",".join(row))
     atomic_write_text(Path(path), "\n".join(lines) + "\n")
+
+
+# ----------------------------------------------------------------------------- a problem with a known answer
+def subspace_anomaly_problem(seed: int, d: int = 8, q: int = 2):
+    """Normal rows near a 2-D subspace of R^8 (x = 1.5·Wz + 0.1ε); anomalies pushed off it by 2 along a
+    direction orthogonal to span(W) (20 noise standard deviations)."""
+    rng = np.random.default_rng(seed)
+    W = rng.standard_normal((d, q))
+    W /= np.linalg.norm(W, axis=0)
+
+    def normal(n):
+        return rng.standard_normal((n, q)) @ W.T * 1.5 + 0.1 * rng.standard_normal((n, d))
+
+    off = np.eye(d) - W @ np.linalg.pinv(W)  # projector onto the orthogonal complement of span(W)
+    u = rng.standard_normal((300, d)) @ off.T
+    u /= np.linalg.norm(u, axis=1, keepdims=True)
+    test = np.r_[normal(300), normal(300) + 2.0 * u]
+    return normal(1500).astype(np.float32), test.astype(np.float32), np.r_[np.zeros(300), np.ones(300)]

@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ...anomaly import subspace_anomaly_problem
 from ..helpers import bars, by_budget, figure, mnist_settings, run_splits, save, train
 from ..registry import MNIST, ONNX, UCR, Claim, Measurement, register
 
@@ -14,23 +15,6 @@ SECTION = "applications"
 
 
 # ----------------------------------------------------------------------------- anomaly-subspace
-def _subspace_set(seed: int, d: int = 8, q: int = 2):
-    """Normal rows near a 2-D subspace of R^8 (x = 1.5·Wz + 0.1ε); anomalies pushed off it by 2 along a
-    direction orthogonal to span(W) (20 noise standard deviations)."""
-    rng = np.random.default_rng(seed)
-    W = rng.standard_normal((d, q))
-    W /= np.linalg.norm(W, axis=0)
-
-    def normal(n):
-        return rng.standard_normal((n, q)) @ W.T * 1.5 + 0.1 * rng.standard_normal((n, d))
-
-    off = np.eye(d) - W @ np.linalg.pinv(W)  # projector onto the orthogonal complement of span(W)
-    u = rng.standard_normal((300, d)) @ off.T
-    u /= np.linalg.norm(u, axis=1, keepdims=True)
-    test = np.r_[normal(300), normal(300) + 2.0 * u]
-    return normal(1500).astype(np.float32), test.astype(np.float32), np.r_[np.zeros(300), np.ones(300)]
-
-
 _SUBSPACE_KINDS = {
     "ae": dict(likelihood="gaussian", hidden_dims=(32,)),
     "dae": dict(likelihood="gaussian", hidden_dims=(32,)),
@@ -47,7 +31,7 @@ def _anomaly_subspace_run(budget: str, out: Path, seed: int, data_dir: str | Non
     from ...anomaly import ScoreSettings, detection_metrics, score_samples, scores_for
 
     epochs, iw = by_budget(budget, (1, 20), (8, 100), (30, 1000))
-    train_x, test_x, labels = _subspace_set(seed)
+    train_x, test_x, labels = subspace_anomaly_problem(seed)
     np.save(out / "runs" / "train.npy", train_x)
     aurocs, shuffled = {}, {}
     rng = np.random.default_rng(seed + 1)
