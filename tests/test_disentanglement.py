@@ -9,23 +9,10 @@ from scipy.linalg import hadamard
 
 from aekit import AekitError
 from aekit.cli import main
-from aekit.disentanglement import (beta_vae_score, discretize, evaluate_disentanglement, factor_vae_score,
-                                   mig_score, mutual_information_gap, sample_factors)
+from aekit.disentanglement import (FactorIndices, beta_vae_score, discretize, evaluate_disentanglement,
+                                   factor_vae_score, mig_score, mutual_information_gap)
 
-
-class Factors:
-    """Observations that are the factor indices themselves (a stand-in for rendered images)."""
-
-    factor_sizes = (3, 6, 10, 8, 8)
-
-    def sample_factors(self, n, rng):
-        return sample_factors(self, n, rng)
-
-    def observe(self, factors):
-        return factors.astype(np.float32)
-
-
-SIZES = np.array(Factors.factor_sizes)
+SIZES = np.array(FactorIndices().factor_sizes)
 
 
 def code(mixing=None, noise=0.05, extra=3, seed=1):
@@ -43,7 +30,7 @@ SMALL = 0.05  # a twentieth of disentanglement_lib's numbers of points: 500 / 25
 
 
 def test_a_code_of_the_true_factors_scores_near_one():
-    s = evaluate_disentanglement(code(), Factors(), seed=0, scale=SMALL)["summary"]
+    s = evaluate_disentanglement(code(), FactorIndices(), seed=0, scale=SMALL)["summary"]
     assert s["beta_vae_metric"] >= 0.99 and s["factor_vae_metric"] >= 0.99
     # MIG: each factor's own dimension holds nearly all of it; 20 bins cap it a little for the 10-valued factor
     assert s["mig"] >= 0.9
@@ -54,12 +41,12 @@ def test_rotations_score_lower():
     (which ask whether the fixed factor can be told from the code) stay high, a weakness Kim & Mnih (2018, §4)
     point out for the first; MIG, which asks for one dimension per factor, falls. A Hadamard rotation gives every
     dimension an equal share of every factor: all three fall to chance (1/5 for the classifiers)."""
-    disentangled = evaluate_disentanglement(code(), Factors(), seed=0, scale=SMALL)["summary"]
+    disentangled = evaluate_disentanglement(code(), FactorIndices(), seed=0, scale=SMALL)["summary"]
     q, _ = np.linalg.qr(np.random.default_rng(5).normal(size=(8, 8)))
-    rotated = evaluate_disentanglement(code(q), Factors(), seed=0, scale=SMALL)["summary"]
+    rotated = evaluate_disentanglement(code(q), FactorIndices(), seed=0, scale=SMALL)["summary"]
     assert rotated["mig"] < disentangled["mig"] - 0.6
     assert rotated["factor_vae_metric"] < disentangled["factor_vae_metric"] - 0.1
-    mixed = evaluate_disentanglement(code(hadamard(8) / math.sqrt(8)), Factors(), seed=0, scale=SMALL)["summary"]
+    mixed = evaluate_disentanglement(code(hadamard(8) / math.sqrt(8)), FactorIndices(), seed=0, scale=SMALL)["summary"]
     assert mixed["beta_vae_metric"] < 0.4 and mixed["factor_vae_metric"] < 0.4 and mixed["mig"] < 0.05
 
 
@@ -73,9 +60,9 @@ def test_a_code_missing_a_factor_loses_it_in_mig_and_the_factor_vae_metric():
         z[:, 0] = np.random.default_rng(3).normal(size=len(z))  # shape not encoded anywhere
         return z
     rng = np.random.default_rng(0)
-    fv = factor_vae_score(Factors(), without_shape, rng, num_train=500, num_eval=250, num_variance_estimate=1000)
+    fv = factor_vae_score(FactorIndices(), without_shape, rng, num_train=500, num_eval=250, num_variance_estimate=1000)
     assert 0.74 < fv["eval_accuracy"] < 0.94
-    assert mig_score(Factors(), without_shape, rng, num_train=5000)["mig_per_factor"][0] < 0.02
+    assert mig_score(FactorIndices(), without_shape, rng, num_train=5000)["mig_per_factor"][0] < 0.02
 
 
 def test_mig_equals_the_hand_computation():
@@ -102,10 +89,10 @@ def test_mig_equals_the_hand_computation():
 def test_collapsed_codes_and_bad_budgets():
     rng = np.random.default_rng(0)
     constant = lambda obs: np.zeros((len(obs), 4))  # noqa: E731: every dimension collapsed
-    fv = factor_vae_score(Factors(), constant, rng, num_train=10, num_eval=10, num_variance_estimate=100)
+    fv = factor_vae_score(FactorIndices(), constant, rng, num_train=10, num_eval=10, num_variance_estimate=100)
     assert fv == {"train_accuracy": 0.0, "eval_accuracy": 0.0, "num_active_dims": 0}
     with pytest.raises(AekitError, match="num_train must be >= 1"):
-        beta_vae_score(Factors(), code(), rng, num_train=0)
+        beta_vae_score(FactorIndices(), code(), rng, num_train=0)
     with pytest.raises(AekitError, match="needs a code of 2 or more"):
         mutual_information_gap(np.zeros((10, 1)), np.zeros((10, 2), int))
 

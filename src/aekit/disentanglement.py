@@ -54,6 +54,20 @@ class FactorSpace(Protocol):
     def observe(self, factors: np.ndarray) -> np.ndarray: ...                       # (n, D) float32
 
 
+class FactorIndices:
+    """A factor space whose observations are the factor indices themselves: a stand-in for rendered
+    images, for checking the metrics on codes with known structure."""
+
+    def __init__(self, factor_sizes=(3, 6, 10, 8, 8)):
+        self.factor_sizes = tuple(factor_sizes)
+
+    def sample_factors(self, n, rng):
+        return sample_factors(self, n, rng)
+
+    def observe(self, factors):
+        return factors.astype(np.float32)
+
+
 def sample_factors(space: FactorSpace, n: int, rng: np.random.Generator) -> np.ndarray:
     """n combinations, each factor drawn uniformly from its values: (n, K) indices."""
     return np.stack([rng.integers(0, size, n) for size in space.factor_sizes], 1)

@@ -348,23 +348,11 @@ register(Claim(
 ))
 
 
-class _Factors:
-    """Observations that are the factor indices themselves (a stand-in for rendered images)."""
-
-    factor_sizes = (3, 6, 10, 8, 8)
-
-    def sample_factors(self, n, rng):
-        from ...disentanglement import sample_factors
-
-        return sample_factors(self, n, rng)
-
-    def observe(self, factors):
-        return factors.astype(np.float32)
-
-
 def _factor_code(mixing=None, noise: float = 0.05, extra: int = 3, seed: int = 1):
     """Each factor standardized into its own dimension, ``extra`` pure-noise dimensions, then ``mixing``."""
-    sizes = np.array(_Factors.factor_sizes)
+    from ...disentanglement import FactorIndices
+
+    sizes = np.array(FactorIndices().factor_sizes)
     rng = np.random.default_rng(seed)
 
     def represent(obs):
@@ -377,13 +365,13 @@ def _factor_code(mixing=None, noise: float = 0.05, extra: int = 3, seed: int = 1
 def _metrics_sanity_run(budget: str, out: Path, seed: int, data_dir: str | None = None) -> Measurement:
     from scipy.linalg import hadamard
 
-    from ...disentanglement import evaluate_disentanglement
+    from ...disentanglement import FactorIndices, evaluate_disentanglement
 
     scale = by_budget(budget, 0.01, 0.05, 0.5)
     q, _ = np.linalg.qr(np.random.default_rng(seed + 5).normal(size=(8, 8)))
     codes = {"true factors": _factor_code(seed=seed + 1), "random rotation": _factor_code(q, seed=seed + 1),
              "Hadamard mixing": _factor_code(hadamard(8) / math.sqrt(8), seed=seed + 1)}
-    rows = {name: evaluate_disentanglement(c, _Factors(), seed=seed, scale=scale)["summary"] for name, c in codes.items()}
+    rows = {name: evaluate_disentanglement(c, FactorIndices(), seed=seed, scale=scale)["summary"] for name, c in codes.items()}
     fig, ax = figure(size=(6.0, 3.6))
     keys = ("beta_vae_metric", "factor_vae_metric", "mig")
     width = 0.25
