@@ -26,7 +26,6 @@ Metrics (scikit-learn): AUROC, AUPRC (average precision) and the best F1 over th
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
