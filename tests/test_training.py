@@ -1,6 +1,7 @@
 """The trainer: checkpoints, exact resume (also after a crash mid-epoch), divergence handling, DDP."""
 
 import json
+import math
 import os
 import subprocess
 import sys
@@ -119,6 +120,22 @@ def test_early_stopping_and_lr_schedule(tmp_path):
     assert len(history) == 3
     assert history[-1]["lr"] < 1e-12
     assert runs.newest_generation(tmp_path / "r").training_state()["stopped_early"]
+
+
+def test_warmup_cosine_rises_linearly_then_decays_to_zero_over_the_run(tmp_path):
+    """warmup-cosine over T = 100 steps: (s+1)/10 for s < 10, then ½(1 + cos(π(s−10)/90)); a run logs the
+    factor its epochs end at."""
+    from aekit.trainer import _lr_lambda
+
+    f = _lr_lambda("warmup-cosine", 100)
+    assert [f(s) for s in (0, 4, 9)] == pytest.approx([0.1, 0.5, 1.0])
+    assert f(10) == pytest.approx(1.0) and f(55) == pytest.approx(0.5) and f(100) == pytest.approx(0.0, abs=1e-12)
+    assert all(f(s) >= f(s + 1) for s in range(10, 100))
+    aekit.train("ae", "digits", out=tmp_path / "r", epochs=10, lr=1e-3, lr_schedule="warmup-cosine", **TINY)
+    lrs = [h["lr"] for h in runs.read_metrics(tmp_path / "r")]  # 21 steps per epoch, T = 210, W = 21
+    assert lrs[0] == pytest.approx(1e-3 * 0.5 * (1 + math.cos(0)), rel=1e-6)
+    assert lrs[4] == pytest.approx(1e-3 * 0.5 * (1 + math.cos(math.pi * (105 - 21) / 189)), rel=1e-6)
+    assert lrs[-1] == pytest.approx(0.0, abs=1e-12)
 
 
 def test_ddp_two_processes_match_one(tmp_path):

@@ -174,19 +174,19 @@ class TrainConfig:
     eps: float = 1e-8                # Adam epsilon
     weight_decay: float = 0.0        # L2 penalty (Adam's weight_decay; the CD weight cost for rbm)
     momentum: float = 0.5            # momentum of contrastive-divergence updates (rbm)
-    lr_schedule: str = "none"        # none | cosine (to 0 over the run) | step (×0.1 at 50% and 75%)
+    lr_schedule: str = "none"        # none | cosine (to 0 over the run) | warmup-cosine (linear warm-up over 10%, then cosine) | step (×0.1 at 50% and 75%)
     grad_clip: float | None = None   # max global gradient norm; None: no clipping
     patience: int | None = None      # early stopping: epochs without validation improvement
     seed: int = 0                    # initialization, shuffling, sampling
     device: str = "auto"             # auto (cuda when present) | cpu | cuda | cuda:N
-    amp: bool = False                # bfloat16 autocast on GPU
+    amp: bool = False                # bfloat16 autocast (GPU, or a CPU with AVX512-BF16 / AMX; else float32, said)
     figures: str = "auto"            # when to draw figures: auto (at most every --figure-seconds, and at the end) | epoch | end | none
     figure_seconds: float = 30.0     # with figures auto: seconds of training between two drawings
     checkpoint_seconds: float = 600.0  # a checkpoint mid-epoch once this many seconds passed since the last (and one every epoch)
     progress: bool = True            # progress bars (only when the output is a terminal)
     threads: int | None = None       # CPU threads for torch; None: all cores, 1 for small models (see aekit.threads)
 
-    LR_SCHEDULES = ("none", "cosine", "step")
+    LR_SCHEDULES = ("none", "cosine", "warmup-cosine", "step")
     FIGURES = ("auto", "epoch", "end", "none")
 
     def __post_init__(self):

@@ -188,8 +188,20 @@ def check_names(cfg: RunConfig) -> None:
 
 
 def _lr_lambda(kind: str, total_steps: int):
+    """The learning rate's factor at step s of ``total_steps``:
+
+    * cosine: ½(1 + cos(π s / T));
+    * warmup-cosine: (s + 1)/W for the first W = ⌈T / 10⌉ steps, then ½(1 + cos(π (s − W)/(T − W))) —
+      a linear warm-up lets a learning rate several times the constant one start without the early
+      collapse it would cause, and the decay to 0 settles the run at its budget (BENCHMARKS.md §3);
+    * step: ×0.1 at 50% and at 75% of T; none: 1.
+    """
     if kind == "cosine":
         return lambda s: 0.5 * (1 + math.cos(math.pi * min(s, total_steps) / total_steps))
+    if kind == "warmup-cosine":
+        warm = max(1, math.ceil(total_steps / 10))
+        rest = max(1, total_steps - warm)
+        return lambda s: (s + 1) / warm if s < warm else 0.5 * (1 + math.cos(math.pi * min(s - warm, rest) / rest))
     if kind == "step":
         return lambda s: 0.1 ** ((s >= 0.5 * total_steps) + (s >= 0.75 * total_steps))
     return lambda s: 1.0
@@ -369,8 +381,6 @@ def fit(cfg: RunConfig | None, out: str | Path, *, resume: bool = False, splits:
             if generation is not None:
                 generation.verify()
         device = resolve_device(cfg.train.device, local_rank)
-        if cfg.train.amp and device.type != "cuda":
-            raise AekitError("--amp (bfloat16 autocast) needs a CUDA GPU; this run is on the CPU: drop --amp")
         if world > 1 and (getattr(cfg.model, "latent", "gaussian") != "gaussian" or cfg.model.kind == "helmholtz"):
             raise AekitError("multi-process training of discrete latents would not match one process (torch's "
                              "samplers draw per process, not from the shared global-batch noise); train in one process")
@@ -485,7 +495,7 @@ def _train(cfg: RunConfig, out: Path, splits: DataSplits, folder: _Folder, gener
     if world > 1:
         net = torch.nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
     writer = _tensorboard(out, purge_step=step if generation is not None and step > 0 else None) if is_writer else None
-    amp = torch.autocast("cuda", dtype=torch.bfloat16) if tc.amp else nullcontext()
+    amp = autocast(device, say=is_writer) if tc.amp else nullcontext()
     show_progress = _progress(tc) and is_writer
     # A model with state that is not a gradient step (an EMA codebook, a moving-average baseline)
     # updates it here, explicitly, once per optimizer step: never as a side effect of forward.
@@ -573,6 +583,32 @@ def _train(cfg: RunConfig, out: Path, splits: DataSplits, folder: _Folder, gener
         if writer is not None:
             writer.close()
     return model
+
+
+def cpu_has_bf16() -> bool:
+    """Whether this CPU multiplies bfloat16 matrices natively (AVX512-BF16 or AMX-BF16).
+
+    oneDNN also runs bf16 on plain AVX-512 by converting to float32, which is slower than float32
+    itself, so torch's own ``_is_mkldnn_bf16_supported`` (true there) is not the test: the flags are.
+    """
+    try:
+        flags = Path("/proc/cpuinfo").read_text().split()
+    except OSError:  # not Linux: no way to tell here, so no autocast
+        return False
+    return bool({"avx512_bf16", "amx_bf16"} & set(flags)) and torch.backends.mkldnn.is_available()
+
+
+def autocast(device: torch.device, say: bool = True):
+    """``--amp``: bfloat16 autocast of the forward pass (matrix products and convolutions in bf16,
+    reductions and the loss in float32) on a GPU, or on a CPU with native bf16 arithmetic; elsewhere
+    float32, said in one line (bf16 emulated in software would be slower than float32)."""
+    if device.type == "cuda":
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    if device.type == "cpu" and cpu_has_bf16():
+        return torch.autocast("cpu", dtype=torch.bfloat16)
+    if say:
+        tqdm.write("--amp: this CPU has no native bfloat16 arithmetic (AVX512-BF16 or AMX); training in float32")
+    return nullcontext()
 
 
 def make_adam(model, tc, device: torch.device, say: bool = True) -> torch.optim.Adam:
