@@ -11,7 +11,8 @@ core), and "before" / "after". *Before* is what aekit did until issue 6: PyTorch
 thread per core, pinned (``--threads`` = the core count), with the OpenMP default wait policy
 (``OMP_WAIT_POLICY`` set empty, so aekit does not choose one). *After* is aekit's default: a short
 spin before sleeping (GOMP_SPINCOUNT) and a pool sized for the work and for the cores left free. Conditions are interleaved round by
-round; the figure per cell is the best of ``--repeats`` rounds.
+round; the figure per cell is the best of ``--repeats`` rounds. ``--compare-spin N`` adds aekit's default
+with another spin count (``GOMP_SPINCOUNT=N``), quiet and busy.
 
     python benchmarks/busy_machine.py --data-dir ../shared/data/mnist --repeats 2 --out busy.json
 """
@@ -51,6 +52,8 @@ def run_once(name: str, argv: list[str], condition: str, tmp: Path) -> float:
         extra = ["--threads", str(CORES)]
     else:
         env.pop("OMP_WAIT_POLICY", None)
+    if condition.startswith("spin "):  # aekit's default, but with this spin count (aekit leaves a set one)
+        env["GOMP_SPINCOUNT"] = condition.split(",")[0].split()[1]
     out = tmp / f"run-{time.time_ns()}"
     start = time.perf_counter()
     proc = subprocess.run([sys.executable, "-m", "aekit", "train", *argv, *extra, "--out", str(out)], env=env,
@@ -70,13 +73,20 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--data-dir", required=True)
     p.add_argument("--repeats", type=int, default=2)
+    p.add_argument("--compare-spin", type=int, default=None, metavar="N",
+                   help="also run aekit's default with GOMP_SPINCOUNT=N (quiet and busy), to compare spin counts")
+    p.add_argument("--only", nargs="*", default=None, help="workloads whose name starts with one of these words")
     p.add_argument("--out", default=None)
     a = p.parse_args()
     conditions = ["before, quiet", "after, quiet", "before, busy", "after, busy"]
-    results: dict = {name: {c: [] for c in conditions} for name in workloads(a.data_dir)}
+    if a.compare_spin is not None:
+        conditions += [f"spin {a.compare_spin}, quiet", f"spin {a.compare_spin}, busy"]
+    chosen = {name: argv for name, argv in workloads(a.data_dir).items()
+              if a.only is None or any(name.startswith(w) for w in a.only)}
+    results: dict = {name: {c: [] for c in conditions} for name in chosen}
     with tempfile.TemporaryDirectory() as tmp:
         for _ in range(a.repeats):
-            for name, argv in workloads(a.data_dir).items():
+            for name, argv in chosen.items():
                 for condition in conditions:
                     spinner = None
                     if condition.endswith("busy"):

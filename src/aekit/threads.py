@@ -28,8 +28,11 @@ import time
 
 WAIT_POLICY_ENV = "OMP_WAIT_POLICY"
 THREADS_ENV = "OMP_NUM_THREADS"
-# Spin about a thousand times (microseconds) before sleeping; Intel's runtime counts in milliseconds.
-SPIN_ENV = {"GOMP_SPINCOUNT": "1000", "KMP_BLOCKTIME": "1"}
+# Spin 30000 times (tens of microseconds: about the gap between two kernels of a training step, so a
+# quiet machine's threads rarely sleep mid-step) before sleeping; 1000 made the quiet MLP step ~11%
+# slower (BENCHMARKS.md §1); the default, 300000, stalls behind a descheduled thread (§2). Intel's
+# runtime counts in milliseconds.
+SPIN_ENV = {"GOMP_SPINCOUNT": "30000", "KMP_BLOCKTIME": "1"}
 # Below this many floating-point operations per training step one thread is fastest (measured:
 # BENCHMARKS.md, "threads").
 SINGLE_THREAD_FLOPS = 2e8
