@@ -6,8 +6,9 @@ descheduled in every region and the whole pool waits for it: on a 2-core machine
 step went from ~14 ms with one thread to 80 ms with two while other work ran (BENCHMARKS.md,
 "threads"). Three things keep aekit fast anyway:
 
-* A short spin before sleeping (``GOMP_SPINCOUNT``, set by :func:`set_wait_policy` before torch loads,
-  unless the user chose a wait policy): waiting threads do not spin against the other process.
+* A bounded spin before sleeping (``GOMP_SPINCOUNT`` 30000, about 2 ms here; set by :func:`set_wait_policy`
+  before torch loads, unless the user chose a wait policy): waiting threads do not spin for long
+  against the other process, and rarely sleep between the kernels of one step on a quiet machine.
 * The pool is sized for the work (:func:`choose_threads`): below :data:`SINGLE_THREAD_FLOPS` per step a
   second thread costs more in synchronization than it saves.
 * The pool is sized for the machine (:class:`CoreMonitor`): the trainer asks how many cores other
@@ -44,10 +45,10 @@ def set_wait_policy() -> bool:
     """Let OpenMP's idle threads spin briefly, then sleep (unless the user chose, or torch is loaded).
 
     Sets ``GOMP_SPINCOUNT`` (GNU OpenMP, torch's runtime on Linux) and ``KMP_BLOCKTIME`` (Intel's) for
-    this process. Spinning forever (the default) stalls every parallel region behind a descheduled
-    thread when another process shares the cores; sleeping at once (``OMP_WAIT_POLICY=PASSIVE``) pays a
-    wake-up per region and cost a third of a quiet machine's speed (BENCHMARKS.md §2); a short spin
-    keeps both. Returns whether anything was set (nothing takes effect once OpenMP has started).
+    this process. Spinning long (libgomp's default, 300000 iterations: ~10 ms of CPU measured here)
+    stalls every parallel region behind a descheduled thread when another process shares the cores;
+    sleeping at once (``OMP_WAIT_POLICY=PASSIVE``) pays a wake-up per region and cost a third of a quiet
+    machine's speed, and 1000 iterations (~0.1 ms) still a sixth (BENCHMARKS.md §1–2); 30000 keeps both. Returns whether anything was set (nothing takes effect once OpenMP has started).
     """
     chosen = (WAIT_POLICY_ENV, *SPIN_ENV)
     if any(name in os.environ for name in chosen) or "torch" in sys.modules:
