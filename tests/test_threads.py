@@ -87,7 +87,7 @@ def test_train_refuses_an_array_in_one_line(tmp_path):
     assert not (tmp_path / "r").exists()
 
 
-@pytest.mark.parametrize("user_env, expected", [({}, "30000"), ({"OMP_WAIT_POLICY": "PASSIVE"}, "unset"),
+@pytest.mark.parametrize("user_env, expected", [({}, "1000"), ({"OMP_WAIT_POLICY": "PASSIVE"}, "unset"),
                                                 ({"GOMP_SPINCOUNT": "7"}, "7")])
 def test_import_sets_a_short_spin_unless_the_user_chose(user_env, expected):
     env = {k: v for k, v in os.environ.items() if k not in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT", "KMP_BLOCKTIME")}

@@ -6,9 +6,9 @@ descheduled in every region and the whole pool waits for it: on a 2-core machine
 step went from ~14 ms with one thread to 80 ms with two while other work ran (BENCHMARKS.md,
 "threads"). Three things keep aekit fast anyway:
 
-* A bounded spin before sleeping (``GOMP_SPINCOUNT`` 30000, about 2 ms here; set by :func:`set_wait_policy`
-  before torch loads, unless the user chose a wait policy): waiting threads do not spin for long
-  against the other process, and rarely sleep between the kernels of one step on a quiet machine.
+* A short spin before sleeping (``GOMP_SPINCOUNT`` 1000, about 0.1 ms here; set by :func:`set_wait_policy`
+  before torch loads, unless the user chose a wait policy): waiting threads do not spin against the
+  other process.
 * The pool is sized for the work (:func:`choose_threads`): below :data:`SINGLE_THREAD_FLOPS` per step a
   second thread costs more in synchronization than it saves.
 * The pool is sized for the machine (:class:`CoreMonitor`): the trainer asks how many cores other
@@ -29,11 +29,11 @@ import time
 
 WAIT_POLICY_ENV = "OMP_WAIT_POLICY"
 THREADS_ENV = "OMP_NUM_THREADS"
-# Spin 30000 times (tens of microseconds: about the gap between two kernels of a training step, so a
-# quiet machine's threads rarely sleep mid-step) before sleeping; 1000 made the quiet MLP step ~11%
-# slower (BENCHMARKS.md §1); the default, 300000, stalls behind a descheduled thread (§2). Intel's
+# Spin 1000 times (about 0.1 ms here) before sleeping. Longer spins are faster on a quiet machine
+# (30000, ~2 ms: the MLP step 12.2 vs 14.9 ms) but a pool pinned at 2 threads beside a busy process
+# then waits behind a descheduled spinner: 91.7 vs 22.8 ms per step (BENCHMARKS.md §1). Intel's
 # runtime counts in milliseconds.
-SPIN_ENV = {"GOMP_SPINCOUNT": "30000", "KMP_BLOCKTIME": "1"}
+SPIN_ENV = {"GOMP_SPINCOUNT": "1000", "KMP_BLOCKTIME": "1"}
 # Below this many floating-point operations per training step one thread is fastest (measured:
 # BENCHMARKS.md, "threads").
 SINGLE_THREAD_FLOPS = 2e8
@@ -48,7 +48,7 @@ def set_wait_policy() -> bool:
     this process. Spinning long (libgomp's default, 300000 iterations: ~10 ms of CPU measured here)
     stalls every parallel region behind a descheduled thread when another process shares the cores;
     sleeping at once (``OMP_WAIT_POLICY=PASSIVE``) pays a wake-up per region and cost a third of a quiet
-    machine's speed, and 1000 iterations (~0.1 ms) still a sixth (BENCHMARKS.md §1–2); 30000 keeps both. Returns whether anything was set (nothing takes effect once OpenMP has started).
+    machine's speed; 1000 iterations (~0.1 ms) keep most of both (BENCHMARKS.md §1–2). Returns whether anything was set (nothing takes effect once OpenMP has started).
     """
     chosen = (WAIT_POLICY_ENV, *SPIN_ENV)
     if any(name in os.environ for name in chosen) or "torch" in sys.modules:
