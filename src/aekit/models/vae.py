@@ -199,9 +199,10 @@ class VAE(Autoencoder):
         rec = -self.log_px(self.decode(z, y), x).mean(0)  # (B,)
         return rec, kl_term(qz, self.prior(), z), qz
 
-    def log_weights(self, x, y=None, num_samples: int = 1) -> torch.Tensor:
-        """log w_i = log p(x|z_i) + log p(z_i) − log q(z_i|x), z_i ~ q(z|x): shape (k, B)."""
-        qz = self.encode(x, y)
+    def log_weights(self, x, y=None, num_samples: int = 1, qz: Distribution | None = None) -> torch.Tensor:
+        """log w_i = log p(x|z_i) + log p(z_i) − log q(z_i|x), z_i ~ q(z|x): shape (k, B). ``qz``: q(z|x) if known."""
+        if qz is None:
+            qz = self.encode(x, y)
         z = sample_of(qz, (num_samples,))  # (k, B, J)
         return self.log_px(self.decode(z, y), x) + self.prior().log_prob(z) - qz.log_prob(z)
 
@@ -271,10 +272,11 @@ class VAE(Autoencoder):
     def log_likelihood(self, x, y=None, num_samples: int = 1000) -> torch.Tensor:
         """Importance-sampled log p(x) ≈ log (1/k) Σ_i p(x, z_i)/q(z_i|x) with k = num_samples, (B,).
 
-        Samples are drawn in chunks that bound memory; chunks are merged with logsumexp, so the result
-        equals the one-shot estimate and never overflows.
+        The encoder runs once; samples are drawn in chunks that bound memory; chunks are merged with
+        logsumexp, so the result equals the one-shot estimate and never overflows.
         """
-        return importance_sampled_log_likelihood(lambda k: self.log_weights(x, y, k), x, num_samples,
+        qz = self.encode(x, y)
+        return importance_sampled_log_likelihood(lambda k: self.log_weights(x, y, k, qz), x, num_samples,
                                                  _LOGLIK_CHUNK_ELEMENTS)
 
     @torch.no_grad()
