@@ -114,6 +114,18 @@ def test_bad_names(capsys, tmp_path):
     assert not (tmp_path / "x").exists()
 
 
+def test_compile_is_refused_where_it_would_change_nothing(capsys, tmp_path, trained_run):
+    """evaluate --compile compiles a Bernoulli decoder's importance-sampled log p(x): refused without one."""
+    _one_line_error(capsys, "evaluate", trained_run, "--compile", "--iw-samples", "0", match="--iw-samples is 0")
+    assert main(["train", "pca", "--data", "digits", "--latent-dim", "2", "--out", str(tmp_path / "pca")]) == 0
+    capsys.readouterr()
+    _one_line_error(capsys, "evaluate", tmp_path / "pca", "--compile", match="a pca run has no importance-sampled")
+    assert main(["train", "vae", "--data", "digits", "--likelihood", "gaussian", "--epochs", "1",
+                 "--out", str(tmp_path / "gauss"), *TINY_FLAGS]) == 0
+    capsys.readouterr()
+    _one_line_error(capsys, "evaluate", tmp_path / "gauss", "--compile", match="likelihood is gaussian, not bernoulli")
+
+
 def test_missing_mnist_files_say_where_to_put_them(capsys, tmp_path, monkeypatch):
     import aekit.data.download as download
 

@@ -166,6 +166,10 @@ def _build_parser(kind: str | None = None) -> argparse.ArgumentParser:
     e.add_argument("--batch-size", type=int, default=500, help="examples per evaluation batch")
     e.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
     e.add_argument("--which", default="best", help="best | last weights")
+    e.add_argument("--compile", action="store_true",
+                   help="log p(x) of a Bernoulli decoder with its likelihood compiled by torch.compile (needs a C++ "
+                        "compiler; compiling takes up to half a minute the first time; k=5000 on the MNIST test set "
+                        "took 654 s instead of 840 s on a 2-core CPU: BENCHMARKS.md §1)")
     _add_data_args(e, with_name=False)
     e.add_argument("--device", default="auto")
 
@@ -272,7 +276,8 @@ def _cmd_evaluate(a) -> None:
     data, train = _load_split(model, a.split, a.data_dir, device, with_train=True)
     results = {"run": str(a.run), "model": model.config.model.kind, "split": a.split}
     results.update(evaluate_model(model, data, iw_samples=a.iw_samples, batch_size=a.batch_size,
-                                  progress=not a.json and sys.stderr.isatty(), reference=train, split=a.split))
+                                  progress=not a.json and sys.stderr.isatty(), reference=train, split=a.split,
+                                  compile=a.compile))
     print(json.dumps(results) if a.json else format_table(results, f"{a.run} ({a.split} split, nats per example)"))
 
 

@@ -8,7 +8,9 @@ outputs to produce per data dimension (parameter-major layout: all locs, then al
 
 from __future__ import annotations
 
+import contextlib
 import math
+import sys
 
 import torch
 import torch.nn.functional as F
@@ -50,9 +52,11 @@ class FactorizedBernoulli(Independent):
         logits = self.logits
         many = logits.dim() == value.dim() + 1 and logits.shape[1:] == value.shape and logits.shape[0] >= _MANY_SAMPLES
         if many:  # (k, B, D) against (B, D)
+            value = value.to(logits.dtype)
+            if _compiled_tail is not None and not (torch.is_grad_enabled() and logits.requires_grad):
+                return _run_compiled(logits, value)
             # (l·x).sum, not einsum("kbd,bd->kb"): einsum lays the batch out for a bmm, twice the time here
-            xl = (logits * value.to(logits.dtype)).sum(-1)
-            return xl - F.softplus(logits).sum(-1)
+            return (logits * value).sum(-1) - F.softplus(logits).sum(-1)
         # One z per x (training): torch's fused cross-entropy kernel, forward and backward, is fastest.
         logits, value = torch.broadcast_tensors(logits, value.to(logits.dtype))
         return -F.binary_cross_entropy_with_logits(logits, value, reduction="none").sum(-1)
@@ -60,6 +64,64 @@ class FactorizedBernoulli(Independent):
     def expand(self, batch_shape, _instance=None):
         batch_shape = torch.Size(batch_shape)
         return FactorizedBernoulli(self.logits.expand(batch_shape + self.event_shape))
+
+
+# ----------------------------------------------------------------------------- the compiled tail
+# Factors (1 + e^{−|l|}) ∈ (1, 2] multiplied before one logarithm is taken: 16 of them stay ≤ 2^16, far
+# inside float32's range, and the logarithm (the costly half of softplus) runs on D/16 values.
+_FACTORS_PER_LOG = 16
+_compiled_tail = None  # the compiled function while compiled_likelihood() is active
+
+
+def bernoulli_log_prob_grouped(logits: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """Σ_d [x_d l_d − softplus(l_d)] over the last dimension, for logits (..., D) and x broadcast to them.
+
+    With softplus(l) = relu(l) + log(1 + e^{−|l|}) and relu(l) − x·l = (1 − x)·relu(l) + x·relu(−l) ≥ 0,
+
+        log p(x) = −Σ_d [relu(l_d) − x_d l_d] − Σ_g log Π_{d ∈ g} (1 + e^{−|l_d|}),
+
+    the product over groups g of up to 16 dimensions (gcd(D, 16) strided groups), so one logarithm
+    serves 16 dimensions. Both sums are of non-negative terms (no cancellation); it is as accurate as
+    the softplus form, within 1e-6 of the float64 value relative to it (tested). Written for
+    torch.compile, which fuses it into one pass over the logits; eagerly, pass after pass over memory,
+    it is no faster than the softplus form.
+    """
+    d = logits.shape[-1]
+    per_log = math.gcd(d, _FACTORS_PER_LOG)
+    penalty = (logits.clamp_min(0) - x * logits).sum(-1)
+    factors = (1 + torch.exp(-logits.abs())).reshape(*logits.shape[:-1], per_log, d // per_log).prod(-2)
+    return -(penalty + factors.log().sum(-1))
+
+
+def likelihood_is_compiled() -> bool:
+    """Whether :func:`compiled_likelihood` is active (and compiling has not failed)."""
+    return _compiled_tail is not None
+
+
+def _run_compiled(logits: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    global _compiled_tail
+    try:
+        return _compiled_tail(logits, x)
+    except Exception as e:  # no C++ compiler, an unsupported platform: the eager form, said once
+        _compiled_tail = None
+        print(f"--compile: torch.compile failed here ({type(e).__name__}: {str(e).splitlines()[0][:120] if str(e) else ''}); "
+              f"computing log p(x) without it", file=sys.stderr)
+        return (logits * x).sum(-1) - F.softplus(logits).sum(-1)
+
+
+@contextlib.contextmanager
+def compiled_likelihood():
+    """Within: the Bernoulli log-probability of many z per x without gradient (importance sampling) runs
+    as :func:`bernoulli_log_prob_grouped` compiled by ``torch.compile`` (inductor: a C++ compiler is
+    needed; the first call compiles, about half a minute, cached afterwards). Where compiling fails, one
+    line says so and the eager form is used. Importance sampling with k = 5000 on MNIST: BENCHMARKS.md §1."""
+    global _compiled_tail
+    previous = _compiled_tail
+    _compiled_tail = torch.compile(bernoulli_log_prob_grouped, dynamic=True)
+    try:
+        yield
+    finally:
+        _compiled_tail = previous
 
 
 class BernoulliLikelihood(nn.Module):
