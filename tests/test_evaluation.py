@@ -2,7 +2,6 @@
 the likelihood heads against their formulas, L samples, and a conditional model's label."""
 
 import math
-import shutil
 
 import numpy as np
 import pytest
@@ -231,7 +230,7 @@ def _plain_log_likelihood(model, x, monkeypatch, k):
         return model.log_likelihood(x, num_samples=k)
 
 
-@pytest.mark.skipif(shutil.which("c++") is None and shutil.which("g++") is None,
+@pytest.mark.skipif(not __import__("aekit.likelihoods").likelihoods.cxx_compiler_found(),
                     reason="torch.compile's CPU backend needs a C++ compiler")
 def test_the_compiled_likelihood_equals_the_plain_one(tmp_path, monkeypatch, capsys):
     """log p(x) with the likelihood compiled (evaluate --compile) equals torch's Independent(Bernoulli) in one

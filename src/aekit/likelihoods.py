@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import os
 import sys
 
 import torch
@@ -91,6 +92,13 @@ def bernoulli_log_prob_grouped(logits: torch.Tensor, x: torch.Tensor) -> torch.T
     penalty = (logits.clamp_min(0) - x * logits).sum(-1)
     factors = (1 + torch.exp(-logits.abs())).reshape(*logits.shape[:-1], per_log, d // per_log).prod(-2)
     return -(penalty + factors.log().sum(-1))
+
+
+def cxx_compiler_found() -> bool:
+    """Whether a C++ compiler (what torch.compile's CPU backend builds its kernels with) is on the PATH."""
+    import shutil
+
+    return any(shutil.which(name) for name in (os.environ.get("CXX", "c++"), "g++", "clang++"))
 
 
 def likelihood_is_compiled() -> bool:
