@@ -51,6 +51,7 @@ from aekit.config import DataConfig, ModelConfig, RunConfig, TrainConfig
 from aekit.data import load_data
 from aekit.evaluate import evaluate_model
 from aekit.trainer import fit
+from throughput import matmul_peak  # this folder is on sys.path when the script runs
 
 
 # ----------------------------------------------------------------------------- the peer
@@ -242,15 +243,6 @@ def interleaved_rates(data_dir, train_u8, epochs: int, workdir: Path) -> dict:
     return rates
 
 
-def matmul_peak(n=2048, repeats=10):
-    a, b = torch.randn(n, n), torch.randn(n, n)
-    a @ b
-    t0 = time.perf_counter()
-    for _ in range(repeats):
-        a @ b
-    return 2 * n ** 3 * repeats / (time.perf_counter() - t0)
-
-
 def training_flops_per_example():
     """Matrix-multiply FLOPs of one training step per example: forward 2·Σ in·out, backward twice that
     (gradient of weights and of inputs) except no input gradient for the first layer."""
@@ -307,7 +299,7 @@ def main():
             rates = {"aekit": [54000 / t for t in same_times]}
         else:
             rates = interleaved_rates(a.data_dir, train_u8, a.rate_epochs, Path(tmp))
-    peak = matmul_peak()
+    peak = matmul_peak(torch.get_num_threads()) * 1e9  # FLOP/s, best of 10 (throughput.py's)
     median_after_first = {k: float(np.median(v[1:] or v)) for k, v in rates.items()}
     ex_rate = len(train_u8) / float(np.median([t for q in pairs for t in q["example"]["epoch_seconds"]]))
     ak_rate = median_after_first["aekit"]
