@@ -97,13 +97,18 @@ def _compile_refusal(model, data, iw_samples: int) -> str | None:
     """Why --compile would change nothing here, or None: it compiles the Bernoulli log-probability of
     importance sampling, so it needs k > 0, a model with log p(x) by sampling, a Bernoulli decoder, binary data."""
     likelihood = getattr(getattr(model, "decoder", None), "likelihood", None)
+    config = getattr(model, "config", None)  # a loaded run has its config; a model built in code may not
+    kind = config.model.kind if config is not None else type(model).__name__
+    name = config.model.likelihood if config is not None else type(likelihood).__name__
     why = None
     if iw_samples == 0:
         why = "--iw-samples is 0, so no log p(x) is computed"
     elif not has(model, LOG_LIKELIHOOD) or not hasattr(model, "log_weights"):
-        why = f"a {model.config.model.kind} run has no importance-sampled log p(x)"
+        why = f"a {kind} run has no importance-sampled log p(x)"
+    elif likelihood is None:
+        why = f"a {kind} run has no decoder likelihood head (its p(x|h) is its own)"
     elif not isinstance(likelihood, BernoulliLikelihood):
-        why = f"this run's decoder likelihood is {model.config.model.likelihood}, not bernoulli"
+        why = f"this run's decoder likelihood is {name}, not bernoulli"
     elif likelihood_kind(model, data.x)[0] != "probability":
         why = "the data are not binary, so there is no Bernoulli log p(x) to compute"
     return why
