@@ -10,8 +10,9 @@ figure is the command's wall time over the floor at the higher of the two peaks.
     python benchmarks/evaluate_floor.py --data-dir ../shared/data/mnist --k 5000 --out bench-evaluate.json
     python benchmarks/evaluate_floor.py --data-dir ../shared/data/mnist --k 5000 --compile --run RUN
 
-``--compile`` times ``aekit evaluate --compile`` (its first batch compiles the likelihood kernel, and that
-time is counted); ``--run`` evaluates a run already trained, so two such calls time the same model.
+``--compile`` / ``--no-compile`` time ``aekit evaluate`` with that flag (compiling the likelihood kernel
+is counted); without either, evaluate decides (it compiles after the first batch of a long log p(x)).
+``--run`` evaluates a run already trained, so several calls time the same model.
 """
 
 from __future__ import annotations
@@ -37,7 +38,8 @@ def main() -> None:
     p.add_argument("--k", type=int, default=5000)
     p.add_argument("--epochs", type=int, default=3, help="training epochs of the model evaluated")
     p.add_argument("--run", default=None, help="evaluate this run instead of training one")
-    p.add_argument("--compile", action="store_true", help="time `aekit evaluate --compile` (the compiled likelihood)")
+    p.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None,
+                   help="time `aekit evaluate --compile` / `--no-compile` (default: neither, evaluate's own choice)")
     p.add_argument("--out", default=None)
     a = p.parse_args()
     threads = torch.get_num_threads()
@@ -51,7 +53,8 @@ def main() -> None:
         peak_before = matmul_peak(threads)
         start = time.perf_counter()
         proc = subprocess.run(["/usr/bin/time", "-v", sys.executable, "-m", "aekit", "evaluate", run,
-                               "--iw-samples", str(a.k), "--json", *(["--compile"] if a.compile else [])],
+                               "--iw-samples", str(a.k), "--json",
+                               *({True: ["--compile"], False: ["--no-compile"], None: []}[a.compile])],
                               capture_output=True, text=True)
         wall = time.perf_counter() - start
         if proc.returncode != 0:

@@ -117,6 +117,8 @@ def test_bad_names(capsys, tmp_path):
 def test_compile_is_refused_where_it_would_change_nothing(capsys, tmp_path, trained_run):
     """evaluate --compile compiles a Bernoulli decoder's importance-sampled log p(x): refused without one."""
     _one_line_error(capsys, "evaluate", trained_run, "--compile", "--iw-samples", "0", match="--iw-samples is 0")
+    code, out, _ = run_cli(capsys, "evaluate", trained_run, "--no-compile", "--iw-samples", "0", "--json")
+    assert code == 0 and "log_px" not in out  # --no-compile asks for nothing a run could lack
     assert main(["train", "pca", "--data", "digits", "--latent-dim", "2", "--out", str(tmp_path / "pca")]) == 0
     capsys.readouterr()
     _one_line_error(capsys, "evaluate", tmp_path / "pca", "--compile", match="a pca run has no importance-sampled")

@@ -272,6 +272,34 @@ def test_the_compiled_likelihood_falls_back_with_one_line(tmp_path, monkeypatch,
     assert torch.equal(fallback, eager)
 
 
+def test_a_long_log_likelihood_compiles_its_kernel_on_the_way_unless_told_not_to(tmp_path, monkeypatch):
+    """By default evaluate enters the compiled likelihood after the first batch once the estimate exceeds
+    AUTO_COMPILE_SECONDS (here 0), with the same log p(x) to 1e-4 nats; compile=False never enters it."""
+    import contextlib
+
+    import aekit.evaluate as evaluation
+
+    entered = []
+    real = evaluation.compiled_likelihood
+
+    @contextlib.contextmanager
+    def recording():
+        entered.append(True)
+        with real():
+            yield
+
+    monkeypatch.setattr(evaluation, "compiled_likelihood", recording)
+    monkeypatch.setattr(evaluation, "AUTO_COMPILE_SECONDS", 0.0)
+    monkeypatch.setattr(evaluation, "cxx_compiler_found", lambda: True)
+    model = aekit.train("vae", "digits", out=tmp_path / "r", epochs=1, **TINY)
+    test = prepare_data(model.config).test
+    eager = evaluation.evaluate_model(model, test, iw_samples=2000, progress=False, compile=False)["log_px"]
+    assert entered == []
+    auto = evaluation.evaluate_model(model, test, iw_samples=2000, progress=False)["log_px"]
+    assert entered == [True]
+    assert abs(auto - eager) < 1e-4
+
+
 def test_fused_adam_falls_back_with_one_line(tmp_path, monkeypatch, capsys):
     real = torch.optim.Adam
 

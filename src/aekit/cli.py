@@ -166,10 +166,11 @@ def _build_parser(kind: str | None = None) -> argparse.ArgumentParser:
     e.add_argument("--batch-size", type=int, default=500, help="examples per evaluation batch")
     e.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
     e.add_argument("--which", default="best", help="best | last weights")
-    e.add_argument("--compile", action="store_true",
-                   help="log p(x) of a Bernoulli decoder with its likelihood compiled by torch.compile (needs a C++ "
-                        "compiler; compiling takes up to half a minute the first time; k=5000 on the MNIST test set "
-                        "took 654 s instead of 840 s on a 2-core CPU: BENCHMARKS.md §1)")
+    e.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None,
+                   help="a Bernoulli decoder's log p(x) with its likelihood kernel compiled by torch.compile (needs a "
+                        "C++ compiler; up to half a minute to compile the first time): --compile from the start, "
+                        "--no-compile never; by default it compiles once a log p(x) is estimated at over 3 min. k=5000 "
+                        "on the MNIST test set took 654 s instead of 840 s on a 2-core CPU (BENCHMARKS.md §1)")
     _add_data_args(e, with_name=False)
     e.add_argument("--device", default="auto")
 

@@ -120,13 +120,22 @@ def _check_compile_applies(model, data, iw_samples: int) -> None:
         raise AekitError(f"--compile speeds up the importance-sampled log p(x) of a Bernoulli decoder; {why}: drop --compile")
 
 
+# A log p(x) estimated (from its first batch) to take longer than this compiles its likelihood kernel
+# for the remaining batches, where that applies and a C++ compiler is found: the fifth of the time it
+# saves (BENCHMARKS.md §1) then outweighs the up to half a minute it takes to compile.
+AUTO_COMPILE_SECONDS = 180.0
+
+
 @torch.no_grad()
 def evaluate_model(model, data, *, iw_samples: int = 1000, batch_size: int = 500, progress: bool | None = None,
-                   reference=None, split: str = "test", compile: bool = False) -> dict:
+                   reference=None, split: str = "test", compile: bool | None = None) -> dict:
     """The figures above on ``data``; ``reference`` (the training split) enables the linear-model ones.
 
     ``split`` names ``data`` for a prior over code maps, which is evaluated on its vq-vae's images of it.
-    ``compile``: log p(x) of a Bernoulli decoder with the likelihood compiled (``compiled_likelihood``)."""
+    ``compile``: a Bernoulli decoder's importance-sampled log p(x) with its likelihood compiled
+    (``compiled_likelihood``) from the start (True; refused where it does not apply), never (False),
+    or (None) once the first batch estimates more than :data:`AUTO_COMPILE_SECONDS`, where it applies
+    and a C++ compiler is found."""
     _check_settings(iw_samples, batch_size)
     if compile:
         _check_compile_applies(model, data, iw_samples)
@@ -168,12 +177,10 @@ def evaluate_model(model, data, *, iw_samples: int = 1000, batch_size: int = 500
         results["active_units"] = int((mu.var(0, unbiased=True) > ACTIVE_UNIT_THRESHOLD).sum())
         results["latent_dim"] = int(mu.shape[1])
     if has(model, LOG_LIKELIHOOD):
-        # Where --compile would help and could work, the time estimate of a long log p(x) says so.
-        hint = "" if compile or _compile_refusal(model, data, iw_samples) or not cxx_compiler_found() else \
-            "; --compile makes it about a fifth shorter"
-        with compiled_likelihood() if compile else contextlib.nullcontext():
-            results.update(likelihood_figures(model, data, iw_samples=iw_samples, progress=progress,
-                                              reference=reference, hint=hint))
+        if compile is None:
+            compile = "auto" if _compile_refusal(model, data, iw_samples) is None and cxx_compiler_found() else False
+        results.update(likelihood_figures(model, data, iw_samples=iw_samples, progress=progress,
+                                          reference=reference, compile=compile))
         results.update(exact_likelihood_figures(model, data, batch_size))
     if has(model, CODES):  # codebook health over the whole split (batch-size independent) and per batch
         from .models.vqvae import codebook_usage
@@ -213,8 +220,10 @@ def exact_likelihood_figures(model, data, batch_size: int) -> dict:
 
 @torch.no_grad()
 def likelihood_figures(model, data, *, iw_samples: int = 1000, progress: bool = True, reference=None,
-                       hint: str = "") -> dict:
-    """The likelihood figures that mean what their names say for this model and data (module docstring)."""
+                       compile: bool | str = False) -> dict:
+    """The likelihood figures that mean what their names say for this model and data (module docstring).
+
+    ``compile``: True, False or "auto", as for :func:`mean_log_likelihood`."""
     kind, levels = likelihood_kind(model, data.x)
     if kind == "invalid":
         return {"note": GREY_BERNOULLI_NOTE}
@@ -227,7 +236,7 @@ def likelihood_figures(model, data, *, iw_samples: int = 1000, progress: bool = 
         out["log_partition"] = {"estimate": estimate.log_z, "lower": estimate.lower, "upper": estimate.upper}
     method = getattr(model, "likelihood_method", None) or f"importance sampling, k={iw_samples}"
     d = data.x.shape[1]
-    log_p = mean_log_likelihood(model, data, iw_samples, progress, hint)
+    log_p = mean_log_likelihood(model, data, iw_samples, progress, compile)
     if kind == "probability":
         out.update(log_px=log_p, log_px_method=method, bits_per_dim=-log_p / (d * math.log(2)))
         return out
@@ -237,21 +246,26 @@ def likelihood_figures(model, data, *, iw_samples: int = 1000, progress: bool = 
         from dataclasses import replace
 
         noisy = replace(data, x=dequantize(data.x, levels, generator))
-        log_p_tilde = mean_log_likelihood(model, noisy, iw_samples, progress, hint)
+        log_p_tilde = mean_log_likelihood(model, noisy, iw_samples, progress, compile)
         out["log_px_dequantized"] = log_p_tilde - d * math.log(levels)
         out["bits_per_dim"] = -out["log_px_dequantized"] / (d * math.log(2))
         out["bits_per_dim_method"] = f"uniform dequantization of {levels} levels: -E[log p(x~)]/(D ln 2) + log2 {levels}"
     return out
 
 
-def mean_log_likelihood(model, data, iw_samples: int, progress: bool, hint: str = "") -> float:
-    """Mean of ``model.log_likelihood`` over ``data`` (nats per example), with fixed noise and a time estimate
-    (``hint`` is appended to it)."""
+def mean_log_likelihood(model, data, iw_samples: int, progress: bool, compile: bool | str = False) -> float:
+    """Mean of ``model.log_likelihood`` over ``data`` (nats per example), with fixed noise and a time estimate.
+
+    ``compile``: True runs it inside :func:`compiled_likelihood`; "auto" enters it after the first batch
+    when the estimate exceeds :data:`AUTO_COMPILE_SECONDS`; False never."""
     n = len(data)
     total = torch.zeros((), dtype=torch.float64, device=data.x.device)
     # Smaller batches when k is large keep the time to the first progress update short.
     ll_batch = max(1, min(500, max(1, 200_000 // max(1, iw_samples))))
-    with torch.random.fork_rng(devices=[data.x.device] if data.x.device.type == "cuda" else []):
+    with torch.random.fork_rng(devices=[data.x.device] if data.x.device.type == "cuda" else []), \
+            contextlib.ExitStack() as compiled:
+        if compile is True:
+            compiled.enter_context(compiled_likelihood())
         torch.manual_seed(VALIDATION_SEED)
         bar = tqdm(range(0, n, ll_batch), desc=f"log p(x), k={iw_samples}", disable=not progress, leave=False)
         # The estimate is timed on the first batch, or on the second where the first compiles a kernel.
@@ -264,9 +278,14 @@ def mean_log_likelihood(model, data, iw_samples: int, progress: bool, hint: str 
             total += model.log_likelihood(x, y, num_samples=iw_samples).double().sum()
             if i == timed and n > (timed + 1) * ll_batch:
                 estimate = (time.perf_counter() - started) * (n - timed * ll_batch) / len(x)
+                switch = compile == "auto" and estimate > AUTO_COMPILE_SECONDS
                 if estimate > 20:
                     print(f"log p(x) with k={iw_samples} on {n} examples: about {_duration(estimate)} "
-                          f"(from the {'second' if timed else 'first'} batch){hint}", file=sys.stderr)
+                          f"(from the {'second' if timed else 'first'} batch)"
+                          + ("; compiling its likelihood kernel for the rest, about a fifth shorter "
+                             "(--no-compile: without)" if switch else ""), file=sys.stderr)
+                if switch:
+                    compiled.enter_context(compiled_likelihood())
     return float(total) / n
 
 
