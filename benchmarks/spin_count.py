@@ -37,12 +37,8 @@ for _ in range(7):
     t = time.perf_counter()
     for _ in range(50): step()
     ts.append((time.perf_counter() - t) / 50 * 1e3)
-a, b = torch.randn(2048, 2048), torch.randn(2048, 2048)
-a @ b
-peak = 0.0
-for _ in range(8):
-    t = time.perf_counter(); a @ b; peak = max(peak, 2 * 2048 ** 3 / (time.perf_counter() - t) / 1e9)
-print(json.dumps({"step_ms": statistics.median(ts), "peak_gflops": peak}))
+from throughput import matmul_peak  # this folder is on the child's sys.path
+print(json.dumps({"step_ms": statistics.median(ts), "peak_gflops": matmul_peak(2)}))
 """
 
 
@@ -55,7 +51,9 @@ def main() -> None:
     runs: dict[int, list] = {s: [] for s in a.spins}
     for r in range(a.rounds):
         for spin in a.spins:
-            env = dict(os.environ, GOMP_SPINCOUNT=str(spin))
+            here = os.path.dirname(os.path.abspath(__file__))
+            env = dict(os.environ, GOMP_SPINCOUNT=str(spin),
+                       PYTHONPATH=os.pathsep.join(p for p in (here, os.environ.get("PYTHONPATH")) if p))
             env.pop("OMP_NUM_THREADS", None)
             out = subprocess.run([sys.executable, "-c", CHILD], env=env, capture_output=True, text=True, check=True)
             runs[spin].append(json.loads(out.stdout.strip().splitlines()[-1]))

@@ -126,6 +126,9 @@ def test_compile_is_refused_where_it_would_change_nothing(capsys, tmp_path, trai
                  "--out", str(tmp_path / "gauss"), *TINY_FLAGS]) == 0
     capsys.readouterr()
     _one_line_error(capsys, "evaluate", tmp_path / "gauss", "--compile", match="likelihood is gaussian, not bernoulli")
+    assert main(["train", "miwae", "--data", "digits", "--epochs", "1", "--out", str(tmp_path / "miwae"), *TINY_FLAGS]) == 0
+    capsys.readouterr()
+    _one_line_error(capsys, "evaluate", tmp_path / "miwae", "--compile", match="scores only the observed entries")
 
 
 def test_missing_mnist_files_say_where_to_put_them(capsys, tmp_path, monkeypatch):

@@ -48,7 +48,7 @@ import time
 import torch
 from tqdm.auto import tqdm
 
-from .capabilities import CODE_PRIOR, CODES, CORRUPTS_INPUT, LOG_LIKELIHOOD, POSTERIOR, SUBSPACE, has
+from .capabilities import CODE_PRIOR, CODES, CORRUPTS_INPUT, LOG_LIKELIHOOD, MISSING_DATA, POSTERIOR, SUBSPACE, has
 from .data import value_levels
 from .errors import AekitError
 from .likelihoods import BernoulliLikelihood, compiled_likelihood, cxx_compiler_found, likelihood_is_compiled
@@ -105,6 +105,8 @@ def _compile_refusal(model, data, iw_samples: int) -> str | None:
         why = "--iw-samples is 0, so no log p(x) is computed"
     elif not has(model, LOG_LIKELIHOOD) or not hasattr(model, "log_weights"):
         why = f"a {kind} run has no importance-sampled log p(x)"
+    elif has(model, MISSING_DATA):  # scores the observed entries term by term, past the Bernoulli's log_prob
+        why = f"a {kind} run scores only the observed entries, one term per entry, which the compiled kernel does not"
     elif likelihood is None:
         why = f"a {kind} run has no decoder likelihood head (its p(x|h) is its own)"
     elif not isinstance(likelihood, BernoulliLikelihood):
