@@ -16,6 +16,11 @@ its ``VAE`` with the same 784-400-20 encoder and decoder (BCE reconstruction), t
 ``BaseTrainer`` from tensors at batch 128 and learning rate 1e-3 (its other trainer settings at their
 defaults), on all 60000 training images. Its epochs alternate with aekit's at batch 128.
 
+All peers run in this one process, so they share its state, which the script sets as aekit's command
+line does: denormals flushed (``aekit.threads.flush_denormals``) and OpenMP's spin as aekit sets it at
+import (``GOMP_SPINCOUNT=1000``; run with ``GOMP_SPINCOUNT=300000`` for libgomp's own default, what a
+program that imports torch first gets). Both are printed and stored with the figures.
+
 Figures:
  (a) training samples per second at batch 128: the example, pythae and aekit (median over the epochs
      after the first; the pythae and aekit epochs interleaved);
@@ -28,25 +33,27 @@ Figures:
      matrix-multiply peak.
 
     python benchmarks/pytorch_example_vae.py --data-dir ../shared/data/mnist --pairs 3 --out bench-example.json
+    python benchmarks/pytorch_example_vae.py --data-dir ../shared/data/mnist --rates-only --rate-epochs 5
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import shutil
 import tempfile
 import time
 from pathlib import Path
 
+import aekit  # first: before torch loads, so aekit's OpenMP wait policy applies (unless GOMP_SPINCOUNT is set)
 import numpy as np
 import torch
 import torch.nn.functional as F
 from PIL import Image
 from torch import nn
 
-import aekit
 from aekit.config import DataConfig, ModelConfig, RunConfig, TrainConfig
 from aekit.data import load_data
 from aekit.evaluate import evaluate_model
@@ -261,7 +268,13 @@ def main():
     p.add_argument("--no-pythae", action="store_true", help="skip the pythae peer (not installed)")
     p.add_argument("--threads", type=int, default=torch.get_num_threads())
     p.add_argument("--out", default=None, help="write the figures as JSON here")
+    p.add_argument("--rates-only", action="store_true", help="only (a) for aekit and pythae (no example, no (b))")
     a = p.parse_args()
+    # The process state both tools train in, as aekit's command line sets it: denormals flushed before
+    # the first parallel region (aekit.threads.flush_denormals), OpenMP's spin as aekit set it at import.
+    openmp = {"flush_denormals": aekit.threads.flush_denormals(),
+              "GOMP_SPINCOUNT": os.environ.get("GOMP_SPINCOUNT", "unset (libgomp: 300000)")}
+    print(f"process state for every peer: {openmp}", flush=True)
     torch.set_num_threads(a.threads)
 
     # the example trains on all 60000 training images; rebuild them as uint8 like torchvision holds them
@@ -269,6 +282,17 @@ def main():
     d = Path(a.data_dir)
     train_u8 = read_idx(next(d.glob("train-images-idx3-ubyte*")))
     test_u8 = read_idx(next(d.glob("t10k-images-idx3-ubyte*")))
+
+    if a.rates_only:
+        with tempfile.TemporaryDirectory() as tmp:
+            rates = interleaved_rates(a.data_dir, train_u8, a.rate_epochs, Path(tmp))
+        med = {k: float(np.median(v[1:] or v)) for k, v in rates.items()}
+        print(f"samples/s at batch 128, median after the first epoch: pythae {med['pythae']:,.0f}, aekit "
+              f"{med['aekit']:,.0f}: {med['aekit'] / med['pythae']:.2f}× pythae", flush=True)
+        if a.out:
+            Path(a.out).write_text(json.dumps({"process": openmp, "per_epoch": rates, "median_after_first": med,
+                                               "ratio": med["aekit"] / med["pythae"]}, indent=2))
+        return
 
     pairs = []
     for pair in range(a.pairs):
@@ -310,7 +334,7 @@ def main():
     recipe_finite = [r for r in recipe_ratios if r is not None]
     results = {
         "machine": {"platform": platform.platform(), "processor": platform.processor(), "torch": torch.__version__,
-                    "threads": torch.get_num_threads()},
+                    "threads": torch.get_num_threads(), **openmp},
         "pairs": pairs,
         "time_to_target_ratio": {"per_pair": ratios, "median": float(np.median(finite)) if len(finite) == len(ratios)
                                  else None, "min": min(finite, default=None), "max": max(finite, default=None)},

@@ -365,10 +365,16 @@ def test_missing_data_em_equals_plain_em_when_nothing_is_missing(X, acceleration
     plain = fit_em(Xt, W0, 1.0, max_iter=40, tol=0.0, acceleration=acceleration)
     masked = fit_em(Xt, W0, 1.0, observed=torch.ones_like(Xt, dtype=torch.bool), max_iter=40, tol=0.0,
                     acceleration=acceleration)
+    # At the maximum the log-likelihood is flat to float64 rounding (the last steps here move it by
+    # ~1e-12 either way), so where the two stop, and the parameters' last digits (√ε ≈ 1e-8 relative,
+    # as for W), depend on the order of the sums: on an AVX-512 machine SQUAREM's masked run took one
+    # step more at the maximum and ended with σ² 3.7e-9 apart. Along the way the steps are the same.
     np.testing.assert_allclose(masked.W.numpy(), plain.W.numpy(), rtol=1e-7, atol=1e-9)
     np.testing.assert_allclose(masked.mean.numpy(), plain.mean.numpy(), rtol=1e-10, atol=1e-12)
-    assert masked.noise_variance == pytest.approx(plain.noise_variance, rel=1e-9)
-    np.testing.assert_allclose(masked.loglik_history, plain.loglik_history, rtol=1e-10)
+    assert masked.noise_variance == pytest.approx(plain.noise_variance, rel=1e-7)
+    common = min(len(masked.loglik_history), len(plain.loglik_history))
+    assert abs(len(masked.loglik_history) - len(plain.loglik_history)) <= 1 and common >= 10
+    np.testing.assert_allclose(masked.loglik_history[:common], plain.loglik_history[:common], rtol=1e-10)
 
 
 def test_accelerated_missing_data_em_is_monotone_and_reaches_plain_em():

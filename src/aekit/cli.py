@@ -1017,6 +1017,10 @@ COMMANDS["reproduce"] = _cmd_reproduce
 
 
 def main(argv: list[str] | None = None) -> int:
+    if argv is None:  # the process's own command line (the console script, python -m aekit): the process is ours
+        from .threads import flush_denormals
+
+        flush_denormals()  # before torch's first parallel region, or its worker threads miss it
     argv = list(sys.argv[1:] if argv is None else argv)
     try:
         parser = _build_parser(_kind_in(argv))

@@ -17,8 +17,10 @@ step went from ~14 ms with one thread to 80 ms with two while other work ran (BE
 
 ``--threads N`` pins the pool and turns all of this off; so does ``OMP_NUM_THREADS=N`` in the environment
 (the convention every OpenMP program follows: a user who set it meant it). For the MLP models the thread
-count does not change a result: the matrix products split their output, not their sums, across threads
-(checked bitwise in the tests). Convolutions may split their sums, so conv runs can differ in the last bits.
+count changes a result in its last bits at most: on AVX2 CPUs the matrix products split their output, not
+their sums, across threads, and runs were bitwise equal; on the AVX-512 one of 2026-12-02 MKL also split the sum of a
+product with few rows (a (176, 784) × (784, 200) product differed, one with 256 rows did not), and 12 steps
+with 1 and 2 threads ended 3e-8 apart (a different seed: 0.7). Convolutions may split their sums too.
 """
 
 from __future__ import annotations
@@ -55,6 +57,26 @@ def set_wait_policy() -> bool:
         return False
     os.environ.update(SPIN_ENV)
     return True
+
+
+def flush_denormals() -> bool:
+    """Make this process's CPU arithmetic treat float32 values below 2⁻¹²⁶ ≈ 1.2e-38 (denormals) as 0.
+
+    Sets the x86 flush-to-zero and denormals-are-zero bits (``torch.set_flush_denormal``). Denormals
+    appear in training without anyone asking for them: Adam's first moment of a weight whose gradient
+    is zero for a while (an MNIST border pixel, a dead ReLU unit) shrinks by β₁ = 0.9 a step and spends
+    about 150 steps in the denormal range, where each operation costs the CPU ~100 cycles instead of
+    one; the fused Adam kernel went from 0.22 to 0.95 ms per step (BENCHMARKS.md §1). Flushed, such a
+    value becomes 0 a little earlier: the results differ only below 1e-38.
+
+    OpenMP's worker threads copy the bits when they are created, so this must run before torch's
+    first parallel region: the command line calls it first thing; a Python program may call it (or
+    ``torch.set_flush_denormal(True)``) before its first torch computation. Returns whether the CPU
+    supports it (False on CPUs without SSE3, where nothing changes).
+    """
+    import torch
+
+    return bool(torch.set_flush_denormal(True))
 
 
 def step_flops(model, batch_size: int) -> float:
