@@ -270,11 +270,13 @@ def main():
     p.add_argument("--out", default=None, help="write the figures as JSON here")
     p.add_argument("--rates-only", action="store_true", help="only (a) for aekit and pythae (no example, no (b))")
     a = p.parse_args()
+    if a.rates_only and a.no_pythae:
+        p.error("--rates-only compares aekit with pythae; drop --no-pythae, or drop --rates-only for the example peer")
     # The process state both tools train in, as aekit's command line sets it: denormals flushed before
     # the first parallel region (aekit.threads.flush_denormals), OpenMP's spin as aekit set it at import.
-    openmp = {"flush_denormals": aekit.threads.flush_denormals(),
+    process_state = {"flush_denormals": aekit.threads.flush_denormals(),
               "GOMP_SPINCOUNT": os.environ.get("GOMP_SPINCOUNT", "unset (libgomp: 300000)")}
-    print(f"process state for every peer: {openmp}", flush=True)
+    print(f"process state for every peer: {process_state}", flush=True)
     torch.set_num_threads(a.threads)
 
     # the example trains on all 60000 training images; rebuild them as uint8 like torchvision holds them
@@ -290,7 +292,7 @@ def main():
         print(f"samples/s at batch 128, median after the first epoch: pythae {med['pythae']:,.0f}, aekit "
               f"{med['aekit']:,.0f}: {med['aekit'] / med['pythae']:.2f}× pythae", flush=True)
         if a.out:
-            Path(a.out).write_text(json.dumps({"process": openmp, "per_epoch": rates, "median_after_first": med,
+            Path(a.out).write_text(json.dumps({"process": process_state, "per_epoch": rates, "median_after_first": med,
                                                "ratio": med["aekit"] / med["pythae"]}, indent=2))
         return
 
@@ -334,7 +336,7 @@ def main():
     recipe_finite = [r for r in recipe_ratios if r is not None]
     results = {
         "machine": {"platform": platform.platform(), "processor": platform.processor(), "torch": torch.__version__,
-                    "threads": torch.get_num_threads(), **openmp},
+                    "threads": torch.get_num_threads(), **process_state},
         "pairs": pairs,
         "time_to_target_ratio": {"per_pair": ratios, "median": float(np.median(finite)) if len(finite) == len(ratios)
                                  else None, "min": min(finite, default=None), "max": max(finite, default=None)},

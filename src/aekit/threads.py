@@ -17,10 +17,10 @@ step went from ~14 ms with one thread to 80 ms with two while other work ran (BE
 
 ``--threads N`` pins the pool and turns all of this off; so does ``OMP_NUM_THREADS=N`` in the environment
 (the convention every OpenMP program follows: a user who set it meant it). For the MLP models the thread
-count changes a result in its last bits at most: on AVX2 CPUs the matrix products split their output, not
-their sums, across threads, and runs were bitwise equal; on the AVX-512 one of 2026-12-02 MKL also split the sum of a
-product with few rows (a (176, 784) × (784, 200) product differed, one with 256 rows did not), and 12 steps
-with 1 and 2 threads ended 3e-8 apart (a different seed: 0.7). Convolutions may split their sums too.
+count changes a result in its last bits at most: the matrix products split their output across threads,
+and on AVX2 CPUs runs were bitwise equal; on AVX-512 ones MKL may also split the sum of a product with few
+rows (measured: 12 steps with 1 and 2 threads ended 3e-8 apart; a different seed, 0.7). Convolutions may
+split their sums too.
 """
 
 from __future__ import annotations
